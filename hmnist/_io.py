@@ -1,0 +1,30 @@
+"""Write files atomically: a temporary file beside the target, then rename."""
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode="wb"):
+    """Yield a file open for writing that replaces ``path`` only on success.
+
+    The data goes to a temporary file in the same folder, is flushed to
+    disk, and is renamed over ``path``; an exception or a kill before the
+    rename leaves any earlier ``path`` whole and no temporary file behind
+    (a kill can leave a ``.tmp`` file, never a half-written ``path``).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

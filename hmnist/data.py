@@ -1,0 +1,188 @@
+"""Read and validate MNIST's IDX files, find them, and cut the book's splits.
+
+An IDX file is a 4-byte magic number (two zero bytes, a type code, the
+number of dimensions), one big-endian uint32 per dimension, then the data.
+MNIST uses type 0x08 (unsigned byte): images are ``(n, 28, 28)``, labels
+``(n,)``. Files may be gzip'd or raw; the reader tells them apart by the
+gzip magic, not by the name.
+
+Every fault is a :class:`DataError` whose message is one line naming the
+file and what is wrong with it.
+"""
+
+import gzip
+import os
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError
+
+FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+N_TRAIN_FILE = 60_000
+N_TEST_FILE = 10_000
+N_PIXELS = 28 * 28
+N_CLASSES = 10
+BOOK_TRAIN_SIZE = 50_000
+DEFAULT_DIR = Path("data") / "mnist"
+
+_UBYTE = 0x08
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+@dataclass(frozen=True)
+class MnistData:
+    """The book's three splits, each an ``(x, y)`` pair.
+
+    ``x`` has shape ``(n, 784)`` with pixels in [0, 1] in the run's dtype;
+    ``y`` has shape ``(n,)``, dtype int64, labels 0-9.
+    """
+
+    train: tuple
+    validation: tuple
+    test: tuple
+
+
+def data_dir(path=None):
+    """Return the data folder: ``path``, else ``$HMNIST_DATA``, else ./data/mnist."""
+    if path:
+        return Path(path)
+    env = os.environ.get("HMNIST_DATA")
+    return Path(env) if env else DEFAULT_DIR
+
+
+def find_file(folder, name):
+    """Return the path of IDX file ``name`` in ``folder``, gzip'd or raw."""
+    folder = Path(folder)
+    for candidate in (folder / f"{name}.gz", folder / name):
+        if candidate.is_file():
+            return candidate
+    raise DataError(
+        f"{folder / name}[.gz]: file not found (give --data DIR or set "
+        "HMNIST_DATA, or fetch the files with `hmnist download`)"
+    )
+
+
+def read_bytes(path):
+    """Return the decompressed content of ``path`` (gzip'd or raw)."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise DataError(f"{path}: cannot read ({err.strerror})") from None
+    if raw[:2] != _GZIP_MAGIC:
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as err:
+        raise DataError(f"{path}: damaged gzip stream ({err})") from None
+
+
+def parse_idx(path, content, ndim):
+    """Check an IDX header and length; return the data as a uint8 array."""
+    if len(content) < 4:
+        raise DataError(f"{path}: too short for an IDX header ({len(content)} bytes)")
+    zero, dtype_code, found_ndim = content[:2], content[2], content[3]
+    magic = int.from_bytes(content[:4], "big")
+    expected = (_UBYTE << 8) | ndim
+    if zero != b"\x00\x00" or dtype_code != _UBYTE or found_ndim != ndim:
+        raise DataError(
+            f"{path}: bad magic number 0x{magic:08x}, expected 0x{expected:08x}"
+        )
+    header = 4 + 4 * ndim
+    if len(content) < header:
+        raise DataError(f"{path}: truncated header ({len(content)} bytes)")
+    dims = tuple(
+        int.from_bytes(content[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)
+    )
+    size = int(np.prod(dims, dtype=np.int64))
+    if len(content) != header + size:
+        what = "truncated" if len(content) < header + size else "trailing bytes"
+        raise DataError(
+            f"{path}: {what}: dimensions {'x'.join(map(str, dims))} need "
+            f"{header + size} bytes, file has {len(content)}"
+        )
+    return np.frombuffer(content, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def read_images(path):
+    """Read an IDX image file; return uint8 ``(n, 784)``."""
+    images = parse_idx(path, read_bytes(path), ndim=3)
+    if images.shape[1:] != (28, 28):
+        rows, cols = images.shape[1:]
+        raise DataError(f"{path}: images are {rows}x{cols}, expected 28x28")
+    return images.reshape(len(images), N_PIXELS)
+
+
+def read_labels(path):
+    """Read an IDX label file; return uint8 ``(n,)`` with values 0-9."""
+    labels = parse_idx(path, read_bytes(path), ndim=1)
+    if labels.size and labels.max() >= N_CLASSES:
+        index = int(np.argmax(labels >= N_CLASSES))
+        raise DataError(
+            f"{path}: label {labels[index]} at index {index} is out of range 0-9"
+        )
+    return labels
+
+
+def read_pair(images_path, labels_path):
+    """Read matching image and label files; check that their counts agree."""
+    images = read_images(images_path)
+    labels = read_labels(labels_path)
+    if len(images) != len(labels):
+        raise DataError(
+            f"{labels_path}: {len(labels)} labels for {len(images)} images "
+            f"in {Path(images_path).name}"
+        )
+    return images, labels
+
+
+def to_float(images, dtype):
+    """Scale uint8 pixels to floats in [0, 1] in ``dtype``."""
+    x = images.astype(dtype)
+    x /= 255
+    return x
+
+
+def load_mnist(path=None, *, train_size=BOOK_TRAIN_SIZE, dtype="float64"):
+    """Load MNIST and cut the book's splits.
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        Folder with the four standard files; see :func:`data_dir`.
+    train_size : int
+        The first ``train_size`` training images train; the rest of the
+        60,000 are the validation set (the book's 50,000 / 10,000 split by
+        default). The 10,000 test images are the test set.
+    dtype : str
+        ``"float64"`` or ``"float32"``: the dtype of the pixel arrays.
+
+    Returns
+    -------
+    MnistData
+    """
+    folder = data_dir(path)
+    if not 1 <= train_size <= N_TRAIN_FILE:
+        raise ValueError(f"train_size must be 1..{N_TRAIN_FILE}, got {train_size}")
+    files = {key: find_file(folder, name) for key, name in FILES.items()}
+    train_x, train_y = read_pair(files["train_images"], files["train_labels"])
+    test_x, test_y = read_pair(files["test_images"], files["test_labels"])
+    if len(train_x) < train_size:
+        raise DataError(
+            f"{files['train_images']}: {len(train_x)} images, fewer than the "
+            f"{train_size} asked for training"
+        )
+    train_x, train_y = to_float(train_x, dtype), train_y.astype(np.int64)
+    return MnistData(
+        train=(train_x[:train_size], train_y[:train_size]),
+        validation=(train_x[train_size:], train_y[train_size:]),
+        test=(to_float(test_x, dtype), test_y.astype(np.int64)),
+    )

@@ -1,0 +1,330 @@
+"""The ``numba`` kernel: a whole epoch of mini-batch SGD in compiled code.
+
+The equations are those of ``loop.py``; activations and errors are kept as
+``(units, batch)`` arrays, ``A[l]`` and ``D[l]`` being the output and the
+error ``dC/dz`` of ``weights[l]``. Each batch is stored as rows
+``xb (batch, n_in)``.
+
+How the work is split across threads, and why. At the book's batch of 10
+the matrices are thin ((100, 784) @ (784, 10)), too small for BLAS to
+spread over cores, and a parallel region per matrix product costs more
+than it saves. Here the split is over the first layer's hidden units
+``j``, each thread owning whole rows ``W0[j, :]`` and with them, for the
+same ``j``:
+
+1. the error of unit ``j``: ``D0[j] = W1[:, j] . D1 * A0[j] (1 - A0[j])``;
+2. the update of column ``W1[:, j]`` (only unit ``j``'s thread reads it);
+3. the update of row ``W0[j, :]`` and ``b0[j]`` with this batch;
+4. the forward pass of the *next* batch through the updated row ``j``.
+
+Step 4 is why this region holds an epoch's worth of threads together: row
+``j`` is still in cache from step 3, so ``W0`` (the bulk of the weights)
+goes through cache once per batch, and each batch needs one parallel
+region, not four. No thread writes what another reads, so there are no
+locks and the result does not depend on the number of threads. The
+sequence of updates is exactly SGD's: batch ``t + 1`` goes forward only
+through weights that batch ``t`` has updated. Layers after the first are
+narrow (10 outputs for MNIST); their forward pass and output error run
+serially unless they are large enough to pay for a region of their own.
+
+What it leaves out: NumPy's ``np.dot`` (it would call BLAS, whose threads
+this kernel does not control), and any reordering of samples. The only
+fast-math flags are ``reassoc`` and ``contract`` (sums may be vectorised
+and fused multiply-adds used); results still agree with ``loop`` to the
+rounding bounds the tests state.
+"""
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from .. import costs, threads
+from .base import Kernel
+
+_FLAGS = {"reassoc", "contract"}
+# Below this many multiply-adds a layer runs serially: a parallel region
+# costs a few microseconds, about what 20,000 multiply-adds take.
+_PARALLEL_MIN_WORK = 20_000
+
+_jit = njit(cache=True, fastmath=_FLAGS)
+_jit_parallel = njit(cache=True, fastmath=_FLAGS, parallel=True)
+
+
+@_jit
+def _sigmoid(z):
+    """Return the logistic function of a scalar ``z``."""
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+@_jit
+def _gather(xb, x, order, start, m):
+    """Copy samples ``order[start:start+m]`` of ``x`` into rows of ``xb``."""
+    for s in range(m):
+        xb[s, :] = x[order[start + s], :]
+
+
+@_jit
+def _unit_forward(w, b, a_in, a_out, i, m):
+    """Set ``a_out[i, :m]``, unit ``i``'s output; ``a_in`` is ``(n_in, batch)``."""
+    for s in range(m):
+        z = b[i]
+        for k in range(w.shape[1]):
+            z += w[i, k] * a_in[k, s]
+        a_out[i, s] = _sigmoid(z)
+
+
+@_jit
+def _layer_forward_serial(w, b, a_in, a_out, m):
+    """Forward ``m`` samples through one layer on one thread."""
+    for i in range(w.shape[0]):
+        _unit_forward(w, b, a_in, a_out, i, m)
+
+
+@_jit_parallel
+def _layer_forward_parallel(w, b, a_in, a_out, m):
+    """Forward ``m`` samples through one layer, output units split over threads."""
+    for i in prange(w.shape[0]):
+        _unit_forward(w, b, a_in, a_out, i, m)
+
+
+@_jit
+def _layer_forward(w, b, a_in, a_out, m):
+    """Forward a layer after the first, in parallel only if it is large enough."""
+    if w.size * m < _PARALLEL_MIN_WORK:
+        _layer_forward_serial(w, b, a_in, a_out, m)
+    else:
+        _layer_forward_parallel(w, b, a_in, a_out, m)
+
+
+@_jit
+def _first_unit_forward(w0, b0, xb, a0, j, m):
+    """Set ``a0[j, :m]``: unit ``j`` of the first layer for the rows of ``xb``."""
+    for s in range(m):
+        z = b0[j]
+        for k in range(w0.shape[1]):
+            z += w0[j, k] * xb[s, k]
+        a0[j, s] = _sigmoid(z)
+
+
+@_jit_parallel
+def _first_forward(w0, b0, xb, a0, m):
+    """Forward ``m`` rows of ``xb`` through the first layer, units over threads."""
+    for j in prange(w0.shape[0]):
+        _first_unit_forward(w0, b0, xb, a0, j, m)
+
+
+@_jit
+def _output_delta(a, labels, order, start, m, cost, delta):
+    """Set ``delta[:, :m]`` to the output error dC/dz (cost 0 quadratic, 1 CE)."""
+    one = a.dtype.type(1)
+    for s in range(m):
+        label = labels[order[start + s]]
+        for i in range(a.shape[0]):
+            target = one if i == label else one - one
+            if cost == 0:
+                delta[i, s] = (a[i, s] - target) * a[i, s] * (one - a[i, s])
+            else:
+                delta[i, s] = a[i, s] - target
+
+
+@_jit
+def _unit_back(w, a_in, d_out, d_in, i, m, c):
+    """Set ``d_in[i]`` from column ``w[:, i]``, then update that column.
+
+    ``w`` is ``(n_out, n_in)``, ``a_in``/``d_in`` are ``(n_in, batch)`` and
+    ``d_out`` is ``(n_out, batch)``; ``c`` is ``eta / m``. With ``c = 0``
+    the column is left alone (the gradient path).
+    """
+    one = a_in.dtype.type(1)
+    for s in range(m):
+        acc = one - one
+        for r in range(w.shape[0]):
+            acc += w[r, i] * d_out[r, s]
+        d_in[i, s] = acc * a_in[i, s] * (one - a_in[i, s])
+    for r in range(w.shape[0]):
+        grad = one - one
+        for s in range(m):
+            grad += d_out[r, s] * a_in[i, s]
+        w[r, i] -= c * grad
+
+
+@_jit_parallel
+def _layer_back(w, a_in, d_out, d_in, m, c):
+    """Back-propagate through a middle layer and update it, input units over threads."""
+    for i in prange(w.shape[1]):
+        _unit_back(w, a_in, d_out, d_in, i, m, c)
+
+
+@_jit
+def _bias_update(b, d_out, m, c):
+    """Update ``b -= c * sum_s d_out[:, s]``."""
+    for r in range(b.shape[0]):
+        grad = b.dtype.type(0)
+        for s in range(m):
+            grad += d_out[r, s]
+        b[r] -= c * grad
+
+
+@_jit
+def _row_update(w0, b0, xb, d0, j, m, c):
+    """Update row ``w0[j, :]`` and ``b0[j]`` with the batch's error ``d0[j]``."""
+    for s in range(m):
+        step = c * d0[j, s]
+        for k in range(w0.shape[1]):
+            w0[j, k] -= step * xb[s, k]
+        b0[j] -= step
+
+
+@_jit_parallel
+def _first_layer_step(w0, b0, w1, a0, d0, d1, xb, m, c, xn, m_next):
+    """Finish a batch and start the next, hidden units over threads.
+
+    For each unit ``j``: its error (when there is a layer ``w1`` after the
+    first), column ``w1[:, j]``'s update, row ``w0[j]``'s update, and the
+    next batch ``xn``'s forward pass through row ``j``.
+    """
+    for j in prange(w0.shape[0]):
+        if w1.shape[0] > 0:
+            _unit_back(w1, a0, d1, d0, j, m, c)
+        _row_update(w0, b0, xb, d0, j, m, c)
+        _first_unit_forward(w0, b0, xn, a0, j, m_next)
+
+
+@_jit
+def _forward_rest(weights, biases, acts, m):
+    """Forward the batch from the first layer's output to the last."""
+    for l in range(1, len(weights)):
+        _layer_forward(weights[l], biases[l], acts[l - 1], acts[l], m)
+
+
+@_jit
+def _epoch(weights, biases, acts, deltas, x, labels, order, batch_size, eta, cost):
+    """Run every mini-batch of one epoch; see NumbaKernel.train_epoch."""
+    n_layers = len(weights)
+    n = order.shape[0]
+    w0, b0 = weights[0], biases[0]
+    # A (0, 0) stand-in for ``w1`` when there is no hidden layer.
+    w1 = weights[1] if n_layers > 1 else np.empty((0, 0), w0.dtype)
+    d1 = deltas[1] if n_layers > 1 else deltas[0]
+    xb = np.empty((batch_size, x.shape[1]), x.dtype)
+    xn = np.empty_like(xb)
+    c_arr = np.empty(1, x.dtype)
+
+    m = min(batch_size, n)
+    _gather(xb, x, order, 0, m)
+    _first_forward(w0, b0, xb, acts[0], m)
+    for start in range(0, n, batch_size):
+        m = min(batch_size, n - start)
+        c_arr[0] = eta / m
+        c = c_arr[0]
+        _forward_rest(weights, biases, acts, m)
+        _output_delta(acts[-1], labels, order, start, m, cost, deltas[-1])
+
+        # Layers after the first, back to front; their columns are updated
+        # right after they have given the error of the layer before.
+        for l in range(n_layers - 1, 1, -1):
+            _layer_back(weights[l], acts[l - 1], deltas[l], deltas[l - 1], m, c)
+            _bias_update(biases[l], deltas[l], m, c)
+        if n_layers > 1:
+            _bias_update(biases[1], d1, m, c)
+
+        m_next = min(batch_size, n - start - m)
+        if m_next > 0:
+            _gather(xn, x, order, start + m, m_next)
+        _first_layer_step(w0, b0, w1, acts[0], deltas[0], d1, xb, m, c, xn, m_next)
+        xb, xn = xn, xb
+
+
+@_jit
+def _batch_gradients(weights, acts, deltas, grad_w, grad_b, xb, m):
+    """Fill ``grad_w``/``grad_b`` with dC/dW, dC/db summed over the batch."""
+    n_layers = len(weights)
+    zero = xb.dtype.type(0)
+    for l in range(n_layers - 1, -1, -1):
+        gw, gb, d = grad_w[l], grad_b[l], deltas[l]
+        for r in range(gw.shape[0]):
+            gb[r] = zero
+            for s in range(m):
+                gb[r] += d[r, s]
+            for k in range(gw.shape[1]):
+                acc = zero
+                for s in range(m):
+                    a = xb[s, k] if l == 0 else acts[l - 1][k, s]
+                    acc += d[r, s] * a
+                gw[r, k] = acc
+        if l > 0:
+            # c = 0: the error of layer l - 1 without touching weights[l].
+            _layer_back(weights[l], acts[l - 1], d, deltas[l - 1], m, zero)
+
+
+class NumbaKernel(Kernel):
+    """The whole epoch in ``@njit(parallel=True)`` code, split by hidden unit."""
+
+    name = "numba"
+    pool = "numba"
+
+    def __init__(self):
+        self.compile_seconds = None
+
+    def _buffers(self, net, batch_size):
+        """Return typed lists of the parameters and the per-layer work arrays."""
+        weights = numba.typed.List(net.weights)
+        biases = numba.typed.List(net.biases)
+        acts = numba.typed.List(
+            [np.zeros((n, batch_size), net.dtype) for n in net.sizes[1:]]
+        )
+        deltas = numba.typed.List([np.zeros_like(a) for a in acts])
+        return weights, biases, acts, deltas
+
+    def train_epoch(self, net, x, y, order, batch_size, eta, cost):
+        """Run one epoch in compiled code; see :meth:`Kernel.train_epoch`."""
+        _check_arrays(net, x)
+        weights, biases, acts, deltas = self._buffers(net, batch_size)
+        order = np.ascontiguousarray(order, dtype=np.int64)
+        labels = np.ascontiguousarray(y, dtype=np.int64)
+        _epoch(
+            weights, biases, acts, deltas, x, labels, order,
+            batch_size, float(eta), costs.CODES[costs.check(cost)],
+        )  # fmt: skip
+
+    def gradients(self, net, x, y, cost):
+        """Return batch-mean gradients; see :meth:`Kernel.gradients`."""
+        _check_arrays(net, x)
+        m = len(x)
+        weights, biases, acts, deltas = self._buffers(net, m)
+        labels = np.ascontiguousarray(y, dtype=np.int64)
+        order = np.arange(m, dtype=np.int64)
+        xb = np.ascontiguousarray(x)
+        _first_forward(weights[0], biases[0], xb, acts[0], m)
+        _forward_rest(weights, biases, acts, m)
+        _output_delta(acts[-1], labels, order, 0, m, costs.CODES[cost], deltas[-1])
+        grad_w = numba.typed.List([np.empty_like(w) for w in net.weights])
+        grad_b = numba.typed.List([np.empty_like(b) for b in net.biases])
+        _batch_gradients(weights, acts, deltas, grad_w, grad_b, xb, m)
+        return [g / m for g in grad_w], [g / m for g in grad_b]
+
+    def warm_up(self, net, x, y, cost, batch_size=10):
+        """Compile (or load from cache) for this dtype; return the seconds."""
+        hits = _epoch.stats.cache_hits.copy()
+        seconds = super().warm_up(net, x, y, cost, batch_size)
+        self.compile_seconds = seconds
+        self.cache_hit = _epoch.stats.cache_hits != hits
+        return seconds
+
+    def info(self):
+        """Return the kernel's runtime: threads, threading layer, compile time."""
+        return {
+            **super().info(),
+            "numba_threads": numba.get_num_threads(),
+            "threading_layer": threads.threading_layer(),
+            "compile_seconds": self.compile_seconds,
+        }
+
+
+def _check_arrays(net, x):
+    """Raise ValueError unless ``x`` is a C-contiguous 2-D array of net's dtype."""
+    if x.dtype != net.dtype or x.ndim != 2 or not x.flags.c_contiguous:
+        raise ValueError(
+            f"the numba kernel needs C-contiguous 2-D {net.dtype} samples, "
+            f"got {x.dtype} with shape {x.shape}"
+        )

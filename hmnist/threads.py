@@ -1,0 +1,149 @@
+"""Set BLAS and Numba threads together, and describe the runtime.
+
+BLAS threads are set with threadpoolctl, which reaches only libraries
+already loaded in the process: import what a computation needs (NumPy,
+a peer framework) before entering :func:`limit`. Numba's threads are set
+with ``numba.set_num_threads``, which may not exceed the pool Numba
+started with (``NUMBA_NUM_THREADS``, by default the number of cores).
+"""
+
+import contextlib
+import os
+import platform
+import subprocess
+import warnings
+from pathlib import Path
+
+import numba as _numba
+import numpy as np
+import threadpoolctl
+
+ENV_VARS = (
+    "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS",
+    "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
+    "NUMBA_THREADING_LAYER",
+)  # fmt: skip
+
+
+class OversubscriptionWarning(UserWarning):
+    """BLAS threads times Numba threads exceed the cores."""
+
+
+def cores():
+    """Return the number of cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def max_numba_threads():
+    """Return the largest count ``numba.set_num_threads`` accepts."""
+    return _numba.config.NUMBA_NUM_THREADS
+
+
+def oversubscribed(blas, numba_threads):
+    """Return True when ``blas * numba_threads`` exceeds the cores."""
+    return (blas or 1) * (numba_threads or 1) > cores()
+
+
+@contextlib.contextmanager
+def limit(blas=None, numba=None):
+    """Limit BLAS and Numba threads inside the block; restore both after.
+
+    Parameters
+    ----------
+    blas : int, optional
+        Threads of every loaded BLAS library; None leaves them alone.
+    numba : int, optional
+        Numba's threads; None leaves them alone.
+
+    Warns
+    -----
+    OversubscriptionWarning
+        When ``blas * numba`` exceeds the cores: the two pools then compete
+        for cores and spin against each other.
+    """
+    if numba is not None and not 1 <= numba <= max_numba_threads():
+        raise ValueError(
+            f"numba threads must be 1..{max_numba_threads()} (NUMBA_NUM_THREADS), "
+            f"got {numba}"
+        )
+    if blas is not None and blas < 1:
+        raise ValueError(f"blas threads must be at least 1, got {blas}")
+    if blas and numba and oversubscribed(blas, numba):
+        warnings.warn(
+            f"{blas} BLAS x {numba} Numba threads exceed the {cores()} cores",
+            OversubscriptionWarning,
+            stacklevel=3,
+        )
+    before = _numba.get_num_threads()
+    with threadpoolctl.threadpool_limits(limits=blas, user_api="blas"):
+        if numba is not None:
+            _numba.set_num_threads(numba)
+        try:
+            yield
+        finally:
+            _numba.set_num_threads(before)
+
+
+def blas_threads():
+    """Return the thread count of each loaded BLAS library, as a list."""
+    return [
+        lib["num_threads"]
+        for lib in threadpoolctl.threadpool_info()
+        if lib["user_api"] == "blas"
+    ]
+
+
+def threading_layer():
+    """Return the threading layer Numba uses, or the configured one before use."""
+    try:
+        return _numba.threading_layer()
+    except ValueError:
+        return f"{_numba.config.THREADING_LAYER} (not started)"
+
+
+def cpu_model():
+    """Return the CPU's model name."""
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def runtime_info():
+    """Return a JSON-ready description of the machine and its thread pools."""
+    return {
+        "cpu": cpu_model(),
+        "machine": platform.machine(),
+        "cores": cores(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "numba": _numba.__version__,
+        "threadpoolctl": threadpoolctl.__version__,
+        "numba_threads": _numba.get_num_threads(),
+        "numba_max_threads": max_numba_threads(),
+        "threading_layer": threading_layer(),
+        "threadpool_info": threadpoolctl.threadpool_info(),
+        "env": {name: os.environ.get(name) for name in ENV_VARS},
+    }
+
+
+def git_commit():
+    """Return hmnist's git commit (``-dirty`` if changed), or None outside git."""
+    top = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(top), "rev-parse", "HEAD"],
+            capture_output=True, text=True, check=True, timeout=10,
+        ).stdout.strip()  # fmt: skip
+        changes = subprocess.run(
+            ["git", "-C", str(top), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, check=True, timeout=10,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{commit}-dirty" if changes else commit
