@@ -1,0 +1,62 @@
+"""Shared fixtures: tiny IDX files written by the tests, and the real data."""
+
+import gzip
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hmnist.data import FILES
+
+
+def idx_bytes(array, type_code=0x08):
+    """Return ``array`` (uint8) encoded as an IDX file's bytes."""
+    array = np.asarray(array, dtype=np.uint8)
+    header = bytes([0, 0, type_code, array.ndim])
+    header += b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    return header + array.tobytes()
+
+
+def write_idx(path, content, gz=True):
+    """Write IDX ``content`` bytes to ``path`` (+ ``.gz`` when ``gz``)."""
+    path = Path(path)
+    if gz:
+        path = path.with_name(path.name + ".gz")
+        path.write_bytes(gzip.compress(content))
+    else:
+        path.write_bytes(content)
+    return path
+
+
+def write_mnist(folder, n_train=120, n_test=30, seed=0, gz=True):
+    """Write four small random MNIST-shaped IDX files into ``folder``."""
+    rng = np.random.default_rng(seed)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {
+        "train_images": rng.integers(0, 256, (n_train, 28, 28)),
+        "train_labels": rng.integers(0, 10, n_train),
+        "test_images": rng.integers(0, 256, (n_test, 28, 28)),
+        "test_labels": rng.integers(0, 10, n_test),
+    }
+    for key, array in arrays.items():
+        write_idx(folder / FILES[key], idx_bytes(array), gz=gz)
+    return arrays
+
+
+@pytest.fixture
+def tiny_mnist(tmp_path):
+    """Return a folder with four small gzip'd MNIST-shaped files."""
+    folder = tmp_path / "mnist"
+    write_mnist(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def real_data_dir():
+    """Return $HMNIST_DATA, or skip when the real MNIST files are not there."""
+    folder = os.environ.get("HMNIST_DATA")
+    if not folder or not Path(folder).is_dir():
+        pytest.skip("real MNIST not found: set HMNIST_DATA to its folder")
+    return Path(folder)
