@@ -10,6 +10,8 @@ import time
 
 import numpy as np
 
+from .. import threads
+
 
 class Kernel:
     """Base class of the backprop kernels.
@@ -81,6 +83,20 @@ class Kernel:
         start = time.perf_counter()
         self.train_epoch(net.copy(), x[:n], y[:n], np.arange(n), batch_size, 0.1, cost)
         return time.perf_counter() - start
+
+    def limit_threads(self, n):
+        """Return a context manager running this kernel on ``n`` threads.
+
+        ``n`` counts threads of the kernel's own pool: BLAS for a ``blas``
+        kernel; Numba's for a ``numba`` kernel, BLAS then held at 1 so the
+        two pools do not compete. A peer overrides this with its
+        framework's own knob.
+        """
+        if self.pool == "blas":
+            return threads.limit(blas=n)
+        if self.pool == "numba":
+            return threads.limit(blas=1, numba=n)
+        raise NotImplementedError(f"kernel {self.name!r} sets no threads")
 
     def info(self):
         """Return a dict describing the kernel's runtime, for results files."""
