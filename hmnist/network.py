@@ -109,14 +109,17 @@ class Network:
     def load(cls, path):
         """Read a network written by :meth:`save`; check every shape."""
         try:
-            with np.load(path, allow_pickle=False) as npz:
-                arrays = dict(npz)
+            npz = np.load(path, allow_pickle=False)
         except (OSError, ValueError, EOFError) as err:
             raise ModelError(f"{path}: not a readable .npz model ({err})") from None
+        if not isinstance(npz, np.lib.npyio.NpzFile):
+            raise ModelError(f"{path}: a single array, not an .npz model")
+        with npz:
+            arrays = dict(npz)
         if "sizes" not in arrays or int(arrays.get("format", -1)) != _FORMAT:
             raise ModelError(f"{path}: not an hmnist model (no sizes or format)")
         try:
-            sizes = check_sizes(arrays["sizes"].tolist())
+            sizes = check_sizes(np.atleast_1d(arrays["sizes"]).tolist())
         except ValueError as err:
             raise ModelError(f"{path}: {err}") from None
         net = object.__new__(cls)

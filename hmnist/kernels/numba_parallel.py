@@ -376,7 +376,8 @@ class NumbaKernel(Kernel):
         xb = np.ascontiguousarray(x)
         _first_forward(weights[0], biases[0], xb, acts[0], m)
         _forward_rest(weights, biases, acts, m)
-        _output_delta(acts[-1], labels, order, 0, m, costs.CODES[cost], deltas[-1])
+        code = costs.CODES[costs.check(cost)]
+        _output_delta(acts[-1], labels, order, 0, m, code, deltas[-1])
         grad_w = numba.typed.List([np.empty_like(w) for w in net.weights])
         grad_b = numba.typed.List([np.empty_like(b) for b in net.biases])
         _batch_gradients(weights, acts, deltas, grad_w, grad_b, xb, m)

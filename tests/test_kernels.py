@@ -1,0 +1,247 @@
+"""Every core kernel against finite differences, the loop kernel and itself.
+
+Relative errors here are norm-wise: ``max|got - want| / max|want|`` over a
+whole parameter list, so that a weight that happens to be near zero does
+not turn rounding into a large elementwise ratio.
+"""
+
+import numpy as np
+import pytest
+
+from hmnist import costs, kernels, threads
+from hmnist.network import Network
+
+CORE = ("loop", "matmul", "numba")
+COSTS = ("quadratic", "cross-entropy")
+
+
+def make_batch(n, n_in, n_out, seed=0, dtype="float64", density=1.0):
+    """Return ``n`` random inputs in [0, 1) (a ``density`` of them nonzero), labels."""
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, n_in)) * (rng.random((n, n_in)) < density)
+    return np.ascontiguousarray(x, dtype=dtype), rng.integers(0, n_out, n)
+
+
+def rel_diff(got, want):
+    """Return ``max|got - want| / max|want|`` over lists of arrays."""
+    diff = max(np.max(np.abs(g.astype(np.float64) - w)) for g, w in zip(got, want))
+    scale = max(np.max(np.abs(w)) for w in want)
+    return diff / scale
+
+
+def numeric_gradients(net, x, y, cost, h=1e-5):
+    """Return central-difference dC/dW, dC/db of the batch-mean cost."""
+    grads = []
+    for p in net.weights + net.biases:
+        g = np.empty_like(p)
+        for i in np.ndindex(p.shape):
+            keep = p[i]
+            p[i] = keep + h
+            up = costs.value(cost, net.feedforward(x), y)
+            p[i] = keep - h
+            down = costs.value(cost, net.feedforward(x), y)
+            p[i] = keep
+            g[i] = (up - down) / (2 * h)
+        grads.append(g)
+    return grads[: net.n_layers], grads[net.n_layers :]
+
+
+def reference_epoch(net, x, y, order, batch_size, eta, cost):
+    """Run one SGD epoch from the loop kernel's (finite-difference checked)
+    gradients: ``w -= eta * mean over the batch``, the last batch smaller."""
+    loop = kernels.get("loop")
+    for start in range(0, len(order), batch_size):
+        batch = order[start : start + batch_size]
+        grad_w, grad_b = loop.gradients(net, x[batch], y[batch], cost)
+        for w, b, gw, gb in zip(net.weights, net.biases, grad_w, grad_b):
+            w -= eta * gw
+            b -= eta * gb
+
+
+# ----------------------------------------------------------------------------
+# Registry
+
+
+def test_names_lists_the_core_kernels():
+    assert set(CORE) <= set(kernels.names())
+
+
+def test_unknown_kernel():
+    with pytest.raises(ValueError, match="nope"):
+        kernels.get("nope")
+
+
+@pytest.mark.parametrize("name", CORE)
+def test_get_returns_the_named_kernel(name):
+    kernel = kernels.get(name)
+    assert kernel.name == name
+    assert kernels.get(name) is kernel
+
+
+# ----------------------------------------------------------------------------
+# Gradients
+
+
+@pytest.mark.parametrize("sizes", [[12, 7, 5], [12, 6, 5, 4], [12, 5]])
+@pytest.mark.parametrize("cost", COSTS)
+@pytest.mark.parametrize("name", CORE)
+def test_gradients_match_central_differences(name, cost, sizes):
+    net = Network(sizes, seed=1)
+    x, y = make_batch(8, sizes[0], sizes[-1], seed=2)
+    numeric_w, numeric_b = numeric_gradients(net, x, y, cost)
+
+    grad_w, grad_b = kernels.get(name).gradients(net, x, y, cost)
+
+    assert [g.shape for g in grad_w] == [w.shape for w in net.weights]
+    assert [g.shape for g in grad_b] == [b.shape for b in net.biases]
+    assert rel_diff(grad_w + grad_b, numeric_w + numeric_b) < 1e-6
+
+
+@pytest.mark.parametrize("n", [8, 1])
+@pytest.mark.parametrize("sizes", [[12, 7, 5], [12, 6, 5, 4], [12, 5]])
+@pytest.mark.parametrize("cost", COSTS)
+@pytest.mark.parametrize("name", ["matmul", "numba"])
+def test_gradients_match_loop(name, cost, sizes, n):
+    net = Network(sizes, seed=3)
+    x, y = make_batch(n, sizes[0], sizes[-1], seed=4)
+    want_w, want_b = kernels.get("loop").gradients(net, x, y, cost)
+    grad_w, grad_b = kernels.get(name).gradients(net, x, y, cost)
+    assert rel_diff(grad_w + grad_b, want_w + want_b) < 1e-10
+
+
+def test_gradients_leave_the_network_alone():
+    net = Network([12, 6, 5, 4], seed=3)
+    before = net.copy()
+    x, y = make_batch(8, 12, 4)
+    for name in CORE:
+        kernels.get(name).gradients(net, x, y, "quadratic")
+    for p, q in zip(net.weights + net.biases, before.weights + before.biases):
+        np.testing.assert_array_equal(p, q)
+
+
+@pytest.mark.parametrize("name", CORE)
+def test_unknown_cost_is_a_value_error(name):
+    net, kernel = Network([12, 5]), kernels.get(name)
+    x, y = make_batch(4, 12, 5)
+    with pytest.raises(ValueError, match="nope"):
+        kernel.gradients(net, x, y, "nope")
+    with pytest.raises(ValueError, match="nope"):
+        kernel.train_epoch(net, x, y, np.arange(4), 2, 1.0, "nope")
+
+
+# ----------------------------------------------------------------------------
+# One epoch: against the reference SGD step, small and odd cases
+
+
+@pytest.mark.parametrize(
+    "sizes, n_samples, batch_size",
+    [
+        ([12, 7, 5], 25, 10),  # last batch of 5
+        ([12, 7, 5], 7, 1),  # batches of one sample
+        ([12, 5], 23, 10),  # no hidden layer, last batch of 3
+        ([12, 6, 5, 4], 23, 4),  # two hidden layers, last batch of 3
+        ([12, 7, 5], 6, 10),  # one batch, smaller than batch_size
+    ],
+    ids=["partial-batch", "batch-1", "no-hidden", "deeper", "short-epoch"],
+)
+@pytest.mark.parametrize("cost", COSTS)
+@pytest.mark.parametrize("name", CORE)
+def test_train_epoch_matches_reference_sgd(name, cost, sizes, n_samples, batch_size):
+    x, y = make_batch(n_samples, sizes[0], sizes[-1], seed=5)
+    order = np.random.default_rng(6).permutation(n_samples)
+    net = Network(sizes, seed=7)
+    want = net.copy()
+    reference_epoch(want, x, y, order, batch_size, 3.0, cost)
+
+    kernels.get(name).train_epoch(net, x, y, order, batch_size, 3.0, cost)
+
+    start = Network(sizes, seed=7)
+    assert rel_diff(want.weights, start.weights) > 1e-3, "the epoch did nothing"
+    assert rel_diff(net.weights + net.biases, want.weights + want.biases) < 1e-9
+
+
+@pytest.mark.parametrize("name", CORE)
+def test_train_epoch_follows_order(name):
+    """Taking the samples in another order gives other weights."""
+    x, y = make_batch(20, 12, 5, seed=8)
+    forward, backward = Network([12, 7, 5]), Network([12, 7, 5])
+    kernel = kernels.get(name)
+    kernel.train_epoch(forward, x, y, np.arange(20), 10, 3.0, "quadratic")
+    kernel.train_epoch(backward, x, y, np.arange(20)[::-1], 10, 3.0, "quadratic")
+    assert rel_diff(forward.weights, backward.weights) > 1e-6
+
+
+# ----------------------------------------------------------------------------
+# One epoch of the MNIST-shaped network: every kernel equals loop
+
+# float32 bound: each of the 100 steps rounds to float32 (eps 6e-8) and the
+# kernels sum the 784-long dot products and the 10-sample gradient sums in
+# different orders (numba vectorises them with reassoc), so every step
+# differs by some eps; a step's rounding is carried into the next, and 100
+# steps of it stay far below 1e-4 relative while a wrong update would not.
+EPOCH_RTOL = {"float64": 1e-9, "float32": 1e-4}
+
+
+@pytest.fixture(scope="module")
+def mnist_shaped():
+    """Return 1,000 random MNIST-shaped samples, a fifth of pixels nonzero."""
+    x, y = make_batch(1000, 784, 10, seed=11, density=0.2)
+    order = np.random.default_rng(12).permutation(1000)
+    return x, y, order
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", ["matmul", "numba"])
+def test_mnist_epoch_matches_loop(mnist_shaped, name, dtype):
+    x, y, order = mnist_shaped
+    x = x.astype(dtype)
+    want, net = Network([784, 30, 10], dtype=dtype), Network([784, 30, 10], dtype=dtype)
+    kernels.get("loop").train_epoch(want, x, y, order, 10, 3.0, "quadratic")
+
+    kernels.get(name).train_epoch(net, x, y, order, 10, 3.0, "quadratic")
+
+    start = Network([784, 30, 10], dtype=dtype)
+    assert rel_diff(want.weights, start.weights) > 1e-3, "the epoch did nothing"
+    assert rel_diff(net.weights, want.weights) < EPOCH_RTOL[dtype]
+    assert rel_diff(net.biases, want.biases) < EPOCH_RTOL[dtype]
+
+
+# ----------------------------------------------------------------------------
+# The numba kernel: the result does not depend on the number of threads
+
+
+@pytest.mark.skipif(
+    threads.max_numba_threads() < 2, reason="Numba's pool has a single thread"
+)
+@pytest.mark.parametrize("sizes", [[784, 30, 10], [784, 40, 24, 10], [784, 10]])
+def test_numba_same_bits_on_one_and_two_threads(mnist_shaped, sizes):
+    x, y, _ = mnist_shaped
+    # 205 samples in batches of 10: the last batch holds 5.
+    x, y = x[:205], y[:205]
+    order = np.random.default_rng(13).permutation(205)
+    kernel = kernels.get("numba")
+    results = []
+    for n_threads in (1, 2):
+        net = Network(sizes, seed=3)
+        with threads.limit(numba=n_threads):
+            kernel.train_epoch(net, x, y, order, 10, 3.0, "cross-entropy")
+        results.append(net)
+    one, two = results
+    for p, q in zip(one.weights + one.biases, two.weights + two.biases):
+        assert np.array_equal(p, q)
+
+
+@pytest.mark.parametrize(
+    "x",
+    [
+        np.zeros((4, 12), np.float32),
+        np.zeros((12, 4)).T,
+    ],
+    ids=["wrong-dtype", "not-contiguous"],
+)
+def test_numba_rejects_samples_it_cannot_use(x):
+    net = Network([12, 5])
+    with pytest.raises(ValueError, match="numba"):
+        kernels.get("numba").train_epoch(
+            net, x, np.zeros(4, np.int64), np.arange(4), 2, 1.0, "quadratic"
+        )
