@@ -11,6 +11,7 @@ file and what is wrong with it.
 """
 
 import gzip
+import math
 import os
 import zlib
 from dataclasses import dataclass
@@ -111,7 +112,8 @@ def parse_idx(path, content, ndim):
     dims = tuple(
         int.from_bytes(content[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)
     )
-    size = int(np.prod(dims, dtype=np.int64))
+    # Python ints: a numpy int64 product can wrap around and pass the check.
+    size = math.prod(dims)
     if len(content) != header + size:
         what = "truncated" if len(content) < header + size else "trailing bytes"
         raise DataError(

@@ -15,3 +15,7 @@ class ModelError(HmnistError):
 
 class DivergenceError(HmnistError):
     """Training produced NaN or inf weights."""
+
+
+class DownloadError(HmnistError):
+    """No mirror gave a verified copy of a data file; names the file and mirrors."""
