@@ -1,6 +1,7 @@
 """Write files atomically: a temporary file beside the target, then rename."""
 
 import contextlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -28,3 +29,10 @@ def atomic_write(path, mode="wb"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def write_json(path, document):
+    """Write ``document`` to ``path`` as indented JSON, atomically."""
+    with atomic_write(path, "w") as f:
+        json.dump(document, f, indent=1)
+        f.write("\n")

@@ -60,3 +60,19 @@ def real_data_dir():
     if not folder or not Path(folder).is_dir():
         pytest.skip("real MNIST not found: set HMNIST_DATA to its folder")
     return Path(folder)
+
+
+@pytest.fixture
+def run_hmnist(capsys):
+    """Return ``run(argv) -> (exit code, stdout, stderr)`` of ``hmnist`` in-process."""
+    from hmnist import cli
+
+    def run(argv):
+        try:
+            code = cli.main(argv)
+        except SystemExit as exit_info:  # argparse's usage errors
+            code = exit_info.code
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

@@ -15,6 +15,9 @@ _REGISTRY = {
     "loop": ("loop", "LoopKernel"),
     "matmul": ("matmul", "MatmulKernel"),
     "numba": ("numba_parallel", "NumbaKernel"),
+    "torch": ("torch_eager", "TorchKernel"),
+    "torch-fast": ("torch_fast", "TorchFastKernel"),
+    "jax": ("jax_scan", "JaxKernel"),
 }
 _cache = {}
 

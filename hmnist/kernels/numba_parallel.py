@@ -37,6 +37,12 @@ and fused multiply-adds used); results still agree with ``loop`` to the
 rounding bounds the tests state.
 """
 
+import contextlib
+import fcntl
+import os
+import tempfile
+from pathlib import Path
+
 import numba
 import numpy as np
 from numba import njit, prange
@@ -344,6 +350,7 @@ class NumbaKernel(Kernel):
 
     def __init__(self):
         self.compile_seconds = None
+        self.cache_hit = None
 
     def _buffers(self, net, batch_size):
         """Return typed lists of the parameters and the per-layer work arrays."""
@@ -361,10 +368,12 @@ class NumbaKernel(Kernel):
         weights, biases, acts, deltas = self._buffers(net, batch_size)
         order = np.ascontiguousarray(order, dtype=np.int64)
         labels = np.ascontiguousarray(y, dtype=np.int64)
-        _epoch(
-            weights, biases, acts, deltas, x, labels, order,
-            batch_size, float(eta), costs.CODES[costs.check(cost)],
-        )  # fmt: skip
+        code = costs.CODES[costs.check(cost)]
+        with _first_call_lock(("epoch", x.dtype)):
+            _epoch(
+                weights, biases, acts, deltas, x, labels, order,
+                batch_size, float(eta), code,
+            )  # fmt: skip
 
     def gradients(self, net, x, y, cost):
         """Return batch-mean gradients; see :meth:`Kernel.gradients`."""
@@ -374,13 +383,14 @@ class NumbaKernel(Kernel):
         labels = np.ascontiguousarray(y, dtype=np.int64)
         order = np.arange(m, dtype=np.int64)
         xb = np.ascontiguousarray(x)
-        _first_forward(weights[0], biases[0], xb, acts[0], m)
-        _forward_rest(weights, biases, acts, m)
         code = costs.CODES[costs.check(cost)]
-        _output_delta(acts[-1], labels, order, 0, m, code, deltas[-1])
         grad_w = numba.typed.List([np.empty_like(w) for w in net.weights])
         grad_b = numba.typed.List([np.empty_like(b) for b in net.biases])
-        _batch_gradients(weights, acts, deltas, grad_w, grad_b, xb, m)
+        with _first_call_lock(("gradients", x.dtype)):
+            _first_forward(weights[0], biases[0], xb, acts[0], m)
+            _forward_rest(weights, biases, acts, m)
+            _output_delta(acts[-1], labels, order, 0, m, code, deltas[-1])
+            _batch_gradients(weights, acts, deltas, grad_w, grad_b, xb, m)
         return [g / m for g in grad_w], [g / m for g in grad_b]
 
     def warm_up(self, net, x, y, cost, batch_size=10):
@@ -398,6 +408,7 @@ class NumbaKernel(Kernel):
             "numba_threads": numba.get_num_threads(),
             "threading_layer": threads.threading_layer(),
             "compile_seconds": self.compile_seconds,
+            "cache_hit": self.cache_hit,
         }
 
 
@@ -408,3 +419,30 @@ def _check_arrays(net, x):
             f"the numba kernel needs C-contiguous 2-D {net.dtype} samples, "
             f"got {x.dtype} with shape {x.shape}"
         )
+
+
+_first_calls_done = set()
+
+
+@contextlib.contextmanager
+def _first_call_lock(key):
+    """Hold a machine-wide file lock while this process first calls ``key``.
+
+    The first call compiles, or loads Numba's on-disk cache. Numba's cache
+    is not safe against two processes compiling the same parallel function
+    at once: the loser of the race can leave an index and code from
+    different compilations, which crash a later process that loads them.
+    The lock makes concurrent first runs (a benchmark and the tests, say)
+    take turns; later calls in the process skip it.
+    """
+    if key in _first_calls_done:
+        yield
+        return
+    path = Path(tempfile.gettempdir()) / f"hmnist-numba-{os.getuid()}.lock"
+    with open(path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    _first_calls_done.add(key)

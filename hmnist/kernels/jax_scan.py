@@ -1,0 +1,345 @@
+"""The ``jax`` kernel: a whole epoch as one compiled XLA loop.
+
+What a JAX user writes for the book's network: the cost as a function of
+the parameters, ``jax.grad`` for backprop, and the SGD update
+``p - eta * g`` as the body of a loop over the mini-batches, the whole
+epoch compiled by ``jax.jit``. The cost is the book's, summed over the
+batch and divided by its true size ``m``, so ``eta * g`` is the book's
+``eta / m * sum(grad_w)``:
+
+- quadratic: ``0.5 * sum((sigmoid(z) - y) ** 2) / m``;
+- cross-entropy: ``sum(softplus(z) - y z) / m``, which is the book's
+  ``-sum(y ln a + (1 - y) ln(1 - a))`` for ``a = sigmoid(z)`` written on
+  ``z``, so that its gradient is ``sigmoid(z) - y``, the book's ``a - y``.
+
+``sigmoid`` is ``jax.nn.sigmoid``, whose derivative is ``a (1 - a)``.
+
+The loop is ``lax.fori_loop`` (an XLA while loop, as ``lax.scan``
+becomes) rather than ``lax.scan`` itself, because its trip count can be a
+run-time value: ``order`` is laid out as rows of ``batch_size`` indices,
+``(capacity, batch_size)`` with room for every sample of ``x``, and the
+loop runs as many rows as ``order`` fills. One compiled epoch thus serves
+any number of samples up to ``len(x)``; a scan's length is part of its
+shape and would compile again for each. The last row may hold fewer
+samples: a mask leaves its padding out of the cost, which is divided by
+the row's true size. Each step gathers its batch from ``x`` on the
+device; gathering the whole epoch into ``(n_batches, batch_size, 784)``
+first copies the data set every epoch, and measured 25 to 40 % slower.
+
+The data go to the device once and stay there, as a JAX user would keep
+them: the kernel reuses the device copy of ``x`` and ``y`` while it is
+given arrays over the same memory (same address, shape, strides and
+dtype; the trainer passes the same arrays every epoch), so a change made
+in place to that memory between epochs is not seen: pass new arrays
+instead. The kernel holds the last arrays and their copy until it is
+given others. Moving MNIST (60,000 x 784 float64, 376 MB) took about a
+second here, and :meth:`JaxKernel.warm_up` pays it.
+
+Importing this module enables float64 in JAX (``jax_enable_x64``) for the
+whole process: without it JAX silently computes a float64 network in
+float32. It also starts JAX's CPU backend, which fixes its threads.
+
+Threads: XLA sizes its CPU thread pool to the cores the process may run
+on when the backend starts, and offers no way to change it afterwards.
+The ``intra_op_parallelism_threads`` often quoted for ``XLA_FLAGS`` is
+not an XLA flag (XLA rejects it, or ignores it without the dashes), and
+``--xla_cpu_multi_thread_eigen=false`` only makes the matrix products
+single-threaded. So :meth:`JaxKernel.limit_threads` accepts only the
+count the process started with; JAX on ``n`` threads runs in a process
+started on ``n`` cores (``taskset -c 0-(n-1)``, or
+``os.sched_setaffinity`` before JAX is imported).
+
+What it leaves out: ``optax``, ``flax`` and other libraries on top of
+JAX, and accelerators. Compilation happens once per cost, dtype, shape of
+the data, batch size and network; :meth:`JaxKernel.warm_up` compiles for
+the data it is given, and any other combination compiles inside the
+epoch that first uses it.
+"""
+
+import os
+import time
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402  (after x64 is enabled)
+import numpy as np  # noqa: E402
+import threadpoolctl  # noqa: E402
+from jax import lax  # noqa: E402
+
+from .. import costs, threads  # noqa: E402
+from ..errors import HmnistError  # noqa: E402
+from .base import Kernel  # noqa: E402
+
+
+def _outputs(params, xb):
+    """Return the output layer's weighted inputs ``z``, ``(m, n_out)``."""
+    a = xb
+    for w, b in params[:-1]:
+        # (m, n_in) @ (n_in, n_out)
+        a = jax.nn.sigmoid(a @ w.T + b)
+    w, b = params[-1]
+    # (m, n_in) @ (n_in, n_out)
+    return a @ w.T + b
+
+
+def _loss(params, xb, target, mask, m, cost):
+    """Return the cost summed over the rows ``mask`` keeps, divided by ``m``."""
+    z = _outputs(params, xb)
+    if cost == "quadratic":
+        per_unit = 0.5 * (jax.nn.sigmoid(z) - target) ** 2
+    else:
+        per_unit = jax.nn.softplus(z) - target * z
+    return jnp.sum(mask[:, None] * per_unit) / m
+
+
+def _epoch(params, x, y, batches, sizes, n_batches, eta, cost):
+    """Return the parameters after SGD on the first ``n_batches`` rows of batches.
+
+    ``batches`` is ``(capacity, batch_size)`` sample indices and ``sizes``
+    ``(capacity,)`` the true size of each batch: a row holds ``sizes[i]``
+    samples, then padding that the mask leaves out of the cost.
+    """
+    n_out = params[-1][1].shape[0]
+    positions = jnp.arange(batches.shape[1])
+    grad = jax.grad(_loss)
+
+    def step(i, params):
+        """Return the parameters after mini-batch ``i``."""
+        batch, m = batches[i], sizes[i]
+        mask = (positions < m).astype(x.dtype)
+        target = jax.nn.one_hot(y[batch], n_out, dtype=x.dtype)
+        g = grad(params, x[batch], target, mask, m.astype(x.dtype), cost)
+        return jax.tree.map(lambda p, dp: p - eta * dp, params, g)
+
+    return lax.fori_loop(0, n_batches, step, params)
+
+
+def _gradients(params, x, target, cost):
+    """Return dC/dW and dC/db, batch means, for the whole of ``x``."""
+    mask = jnp.ones(x.shape[0], x.dtype)
+    return jax.grad(_loss)(params, x, target, mask, x.shape[0], cost)
+
+
+_epoch_jit = jax.jit(_epoch, static_argnames="cost")
+_gradients_jit = jax.jit(_gradients, static_argnames="cost")
+
+
+def _pool_threads():
+    """Return the threads of XLA's CPU pool, counted where Linux shows them."""
+    jax.devices("cpu")
+    try:
+        tasks = os.listdir("/proc/self/task")
+        names = []
+        for task in tasks:
+            with open(f"/proc/self/task/{task}/comm") as f:
+                names.append(f.read().strip())
+    except OSError:
+        names = []
+    return sum(name.startswith("tf_XLAEigen") for name in names) or threads.cores()
+
+
+XLA_THREADS = _pool_threads()
+
+
+class JaxKernel(Kernel):
+    """``jax.grad`` and SGD in a loop over the epoch, one compiled call.
+
+    Attributes
+    ----------
+    threads : int
+        XLA's CPU threads in this process, fixed when JAX started.
+    compile_seconds : float or None
+        Seconds the last :meth:`warm_up` spent compiling.
+    transfer_seconds : float or None
+        Seconds the last move of the data to the device took.
+    """
+
+    name = "jax"
+    pool = "jax"
+
+    def __init__(self):
+        self.threads = XLA_THREADS
+        self.compile_seconds = None
+        self.transfer_seconds = None
+        self._compiled = {}
+        self._data = None
+
+    def gradients(self, net, x, y, cost):
+        """Return the batch-mean gradients by ``jax.grad``.
+
+        Parameters
+        ----------
+        net : Network
+            Read only.
+        x : ndarray, shape (m, sizes[0]), dtype ``net.dtype``
+        y : ndarray of int, shape (m,)
+        cost : {"quadratic", "cross-entropy"}
+
+        Returns
+        -------
+        grad_w, grad_b : list of ndarray
+            Shapes of ``net.weights`` and ``net.biases``, dtype ``net.dtype``.
+        """
+        costs.check(cost)
+        target = costs.one_hot(y, net.sizes[-1], net.dtype)
+        x = np.asarray(x, net.dtype)
+        grads = _gradients_jit(_params(net), x, target, cost=cost)
+        return [np.asarray(w) for w, _ in grads], [np.asarray(b) for _, b in grads]
+
+    def train_epoch(self, net, x, y, order, batch_size, eta, cost):
+        """Run one epoch in compiled code, then copy the weights back.
+
+        Parameters
+        ----------
+        net : Network
+            Updated in place.
+        x : ndarray, shape (n_samples, sizes[0]), dtype ``net.dtype``
+        y : ndarray of int, shape (n_samples,)
+        order : ndarray of int, shape (n_samples,)
+            Sample indices; consecutive runs of ``batch_size`` are the
+            mini-batches, the last may be smaller.
+        batch_size : int
+        eta : float
+        cost : {"quadratic", "cross-entropy"}
+        """
+        costs.check(cost)
+        params = _params(net)
+        x, y = self._device_data(net, x, y)
+        batches, sizes, n_batches = _plan(order, batch_size, len(x))
+        eta = jnp.asarray(eta, net.dtype)
+        run = self._compile(params, x, y, batches, eta, cost)
+        params = run(params, x, y, batches, sizes, n_batches, eta)
+        for (w, b), (new_w, new_b) in zip(zip(net.weights, net.biases), params):
+            w[...] = np.asarray(new_w)
+            b[...] = np.asarray(new_b)
+
+    def _device_data(self, net, x, y):
+        """Return ``x`` and ``y`` on the device, reusing copies of the same memory."""
+        key = (_memory(x), _memory(y), net.dtype.name)
+        if self._data is None or self._data[0] != key:
+            start = time.perf_counter()
+            x_dev = jnp.asarray(np.asarray(x, net.dtype))
+            y_dev = jnp.asarray(np.asarray(y, np.int64))
+            jax.block_until_ready((x_dev, y_dev))
+            self.transfer_seconds = time.perf_counter() - start
+            # x and y are kept so that their memory is not reused meanwhile.
+            self._data = (key, x, y, x_dev, y_dev)
+        return self._data[3:]
+
+    def _compile(self, params, x, y, batches, eta, cost):
+        """Return the compiled epoch for these shapes, compiling it once."""
+        key = (cost, x.dtype.name, x.shape, batches.shape, _shapes(params))
+        if key not in self._compiled:
+            sizes = jax.ShapeDtypeStruct(batches.shape[:1], np.int64)
+            n_batches = jax.ShapeDtypeStruct((), np.int64)
+            lowered = _epoch_jit.lower(
+                params, x, y, batches, sizes, n_batches, eta, cost=cost
+            )
+            self._compiled[key] = lowered.compile()
+        return self._compiled[key]
+
+    def warm_up(self, net, x, y, cost, batch_size=10):
+        """Move ``x`` and ``y`` to the device and compile the epoch for them.
+
+        One compiled epoch serves every order of up to ``len(x)`` samples
+        in batches of ``batch_size``, the last one smaller or not, so a
+        timed epoch on these arrays runs compiled code on data already on
+        the device. ``net`` is not changed.
+
+        Parameters
+        ----------
+        net : Network
+            Gives the shapes and dtype of the parameters.
+        x : ndarray, shape (n_samples, sizes[0]), dtype ``net.dtype``
+        y : ndarray of int, shape (n_samples,)
+        cost : {"quadratic", "cross-entropy"}
+        batch_size : int
+
+        Returns
+        -------
+        float
+            Seconds spent moving the data and compiling.
+        """
+        costs.check(cost)
+        self._device_data(net, x, y)
+        start = time.perf_counter()
+        params = _params(net)
+        xs = jax.ShapeDtypeStruct(x.shape, net.dtype)
+        ys = jax.ShapeDtypeStruct(y.shape, np.int64)
+        eta = jax.ShapeDtypeStruct((), net.dtype)
+        batches, _, _ = _plan(np.arange(len(x)), batch_size, len(x))
+        self._compile(params, xs, ys, batches, eta, cost)
+        self.compile_seconds = time.perf_counter() - start
+        return self.transfer_seconds + self.compile_seconds
+
+    def limit_threads(self, n):
+        """Return a context manager for ``n`` threads, if JAX started with ``n``.
+
+        XLA's threads are fixed per process, so this only holds NumPy's
+        BLAS at 1 while JAX keeps the threads it has.
+
+        Raises
+        ------
+        HmnistError
+            When ``n`` is not the count JAX started with.
+        """
+        if n != self.threads:
+            cpus = "0" if n == 1 else f"0-{n - 1}"
+            raise HmnistError(
+                f"JAX's threads are fixed per process: this one has {self.threads} "
+                "(XLA sized its pool to the cores the process could use when JAX "
+                f"started); to run JAX on {n}, start a process on {n} core(s), "
+                f"e.g. with taskset -c {cpus}"
+            )
+        return threads.limit(blas=1)
+
+    def info(self):
+        """Return JAX's version, XLA threads and the loaded thread pools."""
+        return {
+            **super().info(),
+            "jax": jax.__version__,
+            "xla_threads": self.threads,
+            "xla_flags": os.environ.get("XLA_FLAGS"),
+            "x64": bool(jax.config.jax_enable_x64),
+            "compile_seconds": self.compile_seconds,
+            "transfer_seconds": self.transfer_seconds,
+            "threadpool_info": threadpoolctl.threadpool_info(),
+        }
+
+
+def _params(net):
+    """Return ``net``'s parameters as a tuple of ``(w, b)`` device arrays."""
+    return tuple(
+        (jnp.asarray(w), jnp.asarray(b)) for w, b in zip(net.weights, net.biases)
+    )
+
+
+def _memory(a):
+    """Return where an array's data lie and how: address, shape, strides, dtype."""
+    return (a.__array_interface__["data"][0], a.shape, a.strides, a.dtype.str)
+
+
+def _shapes(params):
+    """Return the shapes of a parameter tuple, a hashable key."""
+    return tuple((w.shape, b.shape) for w, b in params)
+
+
+def _plan(order, batch_size, n_samples):
+    """Return ``order`` as padded batch rows, each row's size, and the row count.
+
+    The rows, ``(capacity, batch_size)``, have room for ``n_samples`` or
+    ``len(order)`` samples, whichever is more, so that every order over
+    the same data fits the same compiled shape.
+    """
+    order = np.asarray(order, np.int64)
+    capacity = -(-max(n_samples, len(order), 1) // batch_size)
+    batches = np.zeros(capacity * batch_size, np.int64)
+    batches[: len(order)] = order
+    n_batches = -(-len(order) // batch_size)
+    sizes = np.zeros(capacity, np.int64)
+    sizes[:n_batches] = batch_size
+    if len(order) % batch_size:
+        sizes[n_batches - 1] = len(order) % batch_size
+    return batches.reshape(capacity, batch_size), sizes, np.int64(n_batches)
