@@ -55,7 +55,9 @@ def test_train_epoch(benchmark, mnist, kernel_name, n_threads, batch_size, dtype
             limited.enter_context(kernel.limit_threads(n_threads))
         except HmnistError as err:  # JAX's threads are fixed per process
             pytest.skip(str(err))
-        warmup = kernel.warm_up(initial, x, y, bench.COST, batch_size)
+        warmup = kernel.warm_up(
+            initial, x, y, bench.COST, batch_size, n_samples=n_samples
+        )
         benchmark.group = f"batch {batch_size} {dtype}"
         benchmark.extra_info.update(
             kernel=kernel_name, threads=n_threads, pool=kernel.pool,

@@ -15,6 +15,12 @@ dtype. Each cell is measured in the same way:
 5. the test accuracy of the network the last repeat trained, so that
    equal computations can be seen to be equal.
 
+A kernel whose threads are fixed when its framework starts (JAX, see
+``CHILD_KERNELS``) is measured in a child process started on as many
+cores as the cell has threads, in the same five steps on the same data
+(:func:`measure_in_child`); every record says where it ran (``process``,
+``"parent"`` or ``"child"``) and on which cores (``affinity``).
+
 Timings are normalised per sample and per 60,000-sample epoch, and set
 against this machine's practical peak: a large matrix product through the
 same BLAS, per dtype and thread count.
@@ -29,9 +35,12 @@ import gc
 import json
 import math
 import os
+import subprocess
+import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import threadpoolctl
@@ -48,7 +57,11 @@ EPOCH_SAMPLES = 60_000
 COST, ETA = "quadratic", 3.0
 # Kernels this many times slower than the others time that fraction of the
 # samples, so that a cell of theirs takes about as long as anyone's.
-SLOW_KERNELS = {"loop": 10}
+SLOW_KERNELS = {"loop": 10, "torch": 10}
+# Kernels whose threads are fixed when their framework starts (XLA sizes its
+# pool to the cores the process may use): each of their cells is measured
+# in a child process started on as many cores as the cell has threads.
+CHILD_KERNELS = ("jax",)
 
 KEY_FIELDS = (
     "kernel", "threads", "blas_threads", "numba_threads",
@@ -87,11 +100,13 @@ PRESETS = {
         kernels=("matmul", "numba"), threads=(1,), samples=6000, repeats=5,
         peak_size=1024,
     ),
-    # The README's main job, about 10 minutes on two cores.
+    # The README's main job: the three kernels and the peers (those not
+    # installed are skipped), about 15 minutes on two cores.
     "standard": Preset(
-        kernels=("loop", "matmul", "numba"), threads=(1, 2), batch_sizes=(10, 100),
+        kernels=("loop", "matmul", "numba", "torch", "torch-fast", "jax"),
+        threads=(1, 2), batch_sizes=(10, 100),
         sizes=((784, 30, 10), (784, 100, 10)), dtypes=("float64", "float32"),
-        samples=60_000, repeats=5,
+        samples=20_000, repeats=5,
     ),
     # Every kernel (those not installed are skipped), both pools apart
     # (oversubscribed too), batch sizes over three decades, wider and deeper
@@ -363,7 +378,7 @@ def measure_cell(cell, kernel, train, test, *, samples, repeats, seed):
             # The caller warns once per cell, naming it; threads.limit would too.
             warnings.simplefilter("ignore", threads.OversubscriptionWarning)
             limited.enter_context(cell.limit(kernel))
-        warmup = kernel.warm_up(initial, x, y, COST, cell.batch_size)
+        warmup = kernel.warm_up(initial, x, y, COST, cell.batch_size, samples)
         for _ in range(repeats):
             net = initial.copy()
             gc.collect()
@@ -380,6 +395,126 @@ def measure_cell(cell, kernel, train, test, *, samples, repeats, seed):
         "test_accuracy": correct / len(test[1]) if len(test[1]) else None,
         "threadpool_info": pools, "kernel_info": kernel_info,
     }  # fmt: skip
+
+
+def child_cores(n_threads):
+    """Return the cores a child process measuring on ``n_threads`` may use.
+
+    The first ``n_threads`` cores of those this process may use.
+
+    Raises
+    ------
+    HmnistError
+        When this process may use fewer cores than ``n_threads``, or the
+        platform cannot restrict a process to some cores.
+    """
+    if not hasattr(os, "sched_setaffinity"):
+        raise HmnistError(
+            "measuring on a set number of cores needs os.sched_setaffinity, "
+            "which this platform lacks"
+        )
+    allowed = sorted(os.sched_getaffinity(0))
+    if n_threads > len(allowed):
+        raise HmnistError(
+            f"a process on {n_threads} threads needs {n_threads} cores; "
+            f"this one may use {len(allowed)}"
+        )
+    return allowed[:n_threads]
+
+
+# The child sets its cores before anything imports a framework, then runs
+# the hmnist this module belongs to.
+_CHILD_CODE = """\
+import os, sys
+os.sched_setaffinity(0, {cores!r})
+sys.path.insert(0, {top!r})
+from hmnist.bench import _child_main
+sys.exit(_child_main())
+"""
+
+
+def measure_in_child(cell, *, data_dir=None, samples, repeats, seed):
+    """Measure one cell as :func:`measure_cell` does, in a child process.
+
+    The child is a new Python started on the first ``cell.threads`` cores
+    this process may use (``os.sched_setaffinity`` before any framework is
+    imported), so that a framework sizing its threads to those cores
+    (JAX) starts with the cell's thread count. It loads the data from
+    the same folder, and warms up and times the same samples, repeats
+    and seed; its result travels back as JSON on its stdout.
+
+    Parameters
+    ----------
+    cell : Cell
+    data_dir : str or Path, optional
+        See :func:`hmnist.data.data_dir`.
+    samples, repeats, seed : int
+        As in :func:`measure_cell`.
+
+    Returns
+    -------
+    dict
+        What :func:`measure_cell` returns, with ``process`` ``"child"``
+        and ``affinity``, the child's cores.
+
+    Raises
+    ------
+    HmnistError
+        One line, when the child cannot be started on the cell's cores,
+        fails, or answers with something other than its measurement.
+
+    Warns
+    -----
+    RuntimeWarning
+        For each warning the child raised while measuring.
+    """
+    cores = child_cores(cell.threads)
+    request = {
+        "cell": {**asdict(cell), "sizes": list(cell.sizes)},
+        "data_dir": str(data.data_dir(data_dir)),
+        "samples": samples, "repeats": repeats, "seed": seed,
+    }  # fmt: skip
+    top = str(Path(__file__).resolve().parent.parent)
+    code = _CHILD_CODE.format(cores=set(cores), top=top)
+    done = subprocess.run(
+        [sys.executable, "-c", code], input=json.dumps(request),
+        capture_output=True, text=True,
+    )  # fmt: skip
+    where = f"the child process on {len(cores)} core(s)"
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines()
+        why = lines[-1].strip() if lines else f"exit code {done.returncode}"
+        raise HmnistError(f"{where} failed: {why}")
+    try:
+        reply = json.loads(done.stdout.strip().splitlines()[-1])
+        measured, messages = reply["measured"], reply["warnings"]
+    except (IndexError, ValueError, KeyError, TypeError):
+        raise HmnistError(f"{where} gave no measurement on its stdout") from None
+    for message in messages:
+        warnings.warn(f"{where}: {message}", RuntimeWarning, stacklevel=2)
+    return {**measured, "process": "child", "affinity": cores}
+
+
+def _child_main():
+    """Measure the cell stdin describes; print the measurement as JSON; exit code."""
+    from . import kernels
+
+    request = json.load(sys.stdin)
+    cell = Cell(**{**request["cell"], "sizes": tuple(request["cell"]["sizes"])})
+    try:
+        kernel = kernels.get(cell.kernel)
+        train, test = load_samples(request["data_dir"], cell.dtype)
+        with warnings.catch_warnings(record=True) as caught:
+            measured = measure_cell(
+                cell, kernel, train, test, samples=request["samples"],
+                repeats=request["repeats"], seed=request["seed"],
+            )  # fmt: skip
+    except HmnistError as err:
+        print(f"{type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+    messages = [f"{w.category.__name__}: {w.message}" for w in caught]
+    print(json.dumps({"measured": measured, "warnings": messages}))
+    return 0
 
 
 def make_record(cell, pool, measured, peak):
@@ -465,7 +600,9 @@ def run(document, cells, path, kernel_of, *, data_dir=None, samples, repeats,
     OversubscriptionWarning
         Once per cell that asks for more threads than cores.
     RuntimeWarning
-        For a cell the kernel refuses (an HmnistError), which is skipped.
+        For a cell that cannot be measured (an HmnistError: the kernel
+        refuses it, or its child process fails), which is skipped; and
+        for each warning a child process raised.
     """
     loaded = (None, None)
     for cell in cells:
@@ -485,15 +622,22 @@ def run(document, cells, path, kernel_of, *, data_dir=None, samples, repeats,
                 stacklevel=2,
             )
         kernel = kernel_of[cell.kernel]
+        n_samples = samples_for(cell, samples, len(train[1]))
         try:
-            measured = measure_cell(
-                cell, kernel, train, test,
-                samples=samples_for(cell, samples, len(train[1])),
-                repeats=repeats, seed=seed,
-            )  # fmt: skip
+            if cell.kernel in CHILD_KERNELS:
+                measured = measure_in_child(
+                    cell, data_dir=data_dir, samples=n_samples, repeats=repeats,
+                    seed=seed,
+                )  # fmt: skip
+            else:
+                measured = measure_cell(
+                    cell, kernel, train, test, samples=n_samples,
+                    repeats=repeats, seed=seed,
+                )  # fmt: skip
+                measured.update(process="parent", affinity=_affinity())
         except HmnistError as err:
-            # A kernel that cannot run this cell (JAX's threads are fixed
-            # when it starts) says why; the rest of the matrix goes on.
+            # A cell that cannot be run here (too few cores for a child, a
+            # kernel refusing the thread count) says why; the rest goes on.
             warnings.warn(
                 f"{cell.label()}: skipped: {err}", RuntimeWarning, stacklevel=2
             )
@@ -505,6 +649,13 @@ def run(document, cells, path, kernel_of, *, data_dir=None, samples, repeats,
         if on_cell is not None:
             on_cell(cell, record)
     return document
+
+
+def _affinity():
+    """Return the cores this process may use, sorted; None where unknown."""
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    return sorted(os.sched_getaffinity(0))
 
 
 def default_out(preset):

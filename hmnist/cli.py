@@ -537,7 +537,7 @@ def add_bench(sub):
     p.add_argument("--repeats", type=int_range(1, 1000), help="timed runs per cell")
     p.add_argument(
         "--samples", type=int_range(1, 60_000),
-        help="samples each run trains (loop: a tenth)",
+        help="samples each run trains (loop and torch: a tenth)",
     )  # fmt: skip
     p.add_argument(
         "--peak-size", type=int_range(16, 16_384), metavar="N",
@@ -559,7 +559,7 @@ def add_bench(sub):
 
 def bench_options(args):
     """Return the matrix the options ask for, preset values filling the gaps."""
-    from .bench import COST, ETA, PRESETS, SLOW_KERNELS
+    from .bench import CHILD_KERNELS, COST, ETA, PRESETS, SLOW_KERNELS
     from .data import data_dir
 
     preset = PRESETS[args.preset]
@@ -582,7 +582,7 @@ def bench_options(args):
         "repeats": args.repeats or preset.repeats,
         "peak_size": args.peak_size or preset.peak_size,
         "seed": args.seed, "cost": COST, "eta": ETA, "slow_kernels": SLOW_KERNELS,
-        "data": str(data_dir(args.data)),
+        "child_kernels": list(CHILD_KERNELS), "data": str(data_dir(args.data)),
     }  # fmt: skip
 
 

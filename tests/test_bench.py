@@ -39,20 +39,27 @@ def test_flops_per_sample_by_hand():
 
 
 POOLS = {"loop": "blas", "matmul": "blas", "numba": "numba"}
+PEER_POOLS = {"torch": "torch", "torch-fast": "torch", "jax": "jax"}
 
 
 def test_standard_preset_is_every_axis_multiplied_out():
     preset = bench.PRESETS["standard"]
+    assert preset.kernels == (*POOLS, *PEER_POOLS)
     cells = bench.make_cells(
-        POOLS, threads=preset.threads, batch_sizes=preset.batch_sizes,
-        sizes=preset.sizes, dtypes=preset.dtypes,
+        {**POOLS, **PEER_POOLS}, threads=preset.threads,
+        batch_sizes=preset.batch_sizes, sizes=preset.sizes, dtypes=preset.dtypes,
     )  # fmt: skip
-    assert len(cells) == 3 * 2 * 2 * 2 * 2
+    assert len(cells) == 6 * 2 * 2 * 2 * 2
     assert len({cell.key() for cell in cells}) == len(cells)
     numba = [c for c in cells if c.kernel == "numba"]
     assert {(c.blas_threads, c.numba_threads) for c in numba} == {(1, 1), (1, 2)}
     matmul = [c for c in cells if c.kernel == "matmul"]
     assert {(c.blas_threads, c.numba_threads) for c in matmul} == {(1, None), (2, None)}
+    jax = [c for c in cells if c.kernel == "jax"]
+    assert {(c.threads, c.blas_threads, c.numba_threads) for c in jax} == {
+        (1, None, None),
+        (2, None, None),
+    }
 
 
 def test_pools_apart_multiply_only_the_axes_a_kernel_uses():
@@ -89,6 +96,8 @@ def test_slow_kernels_time_fewer_samples_in_whole_batches():
     cell = bench.Cell("loop", 1, 1, None, 100, (784, 30, 10), "float64")
     assert bench.samples_for(cell, 6000, 60_000) == 600
     assert bench.samples_for(cell, 500, 60_000) == 100  # at least one batch
+    torch = bench.Cell("torch", 1, None, None, 10, (784, 30, 10), "float64")
+    assert bench.samples_for(torch, 20_000, 60_000) == 2000
     fast = bench.Cell("numba", 1, 1, 1, 1000, (784, 30, 10), "float64")
     assert bench.samples_for(fast, 2500, 60_000) == 3000
     assert bench.samples_for(fast, 60_000, 120) == 120
@@ -127,6 +136,7 @@ def test_record_layout(tiny_mnist, tmp_path, run_hmnist):
         assert cell["oversubscribed"] is False
         assert cell["kernel_info"]["name"] == "matmul"
         assert isinstance(cell["threadpool_info"], list)
+        assert cell["process"] == "parent"
     assert "| matmul |" in stdout
 
 
@@ -320,3 +330,64 @@ def test_numba_threads_beyond_its_pool_leave_no_cell(tiny_mnist, tmp_path, run_h
     assert code == 1
     assert "more than" in err and "no cell to measure" in err
     assert not out.exists()
+
+
+# ----------------------------------------------------------------------------
+# Kernels measured in a child process
+
+
+needs_affinity = pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity"), reason="needs os.sched_setaffinity"
+)
+
+
+@needs_affinity
+def test_a_jax_cell_is_measured_in_a_child_on_its_cores(
+    tiny_mnist, tmp_path, run_hmnist
+):
+    pytest.importorskip("jax", reason="the jax kernel needs the 'peers' extra")
+    out = tmp_path / "r.json"
+    argv = tiny_bench(tiny_mnist, out, "--kernels", "jax", "matmul")
+    code, _, err = run_hmnist([*argv, "--batch-sizes", "10"])
+    assert code == 0, err
+    assert "skipped" not in err
+    jax, matmul = bench.read_results(out)["cells"]
+    assert (jax["kernel"], jax["threads"]) == ("jax", 1)
+    assert jax["process"] == "child"
+    assert len(jax["affinity"]) == 1
+    assert jax["affinity"][0] in os.sched_getaffinity(0)
+    assert jax["kernel_info"]["xla_threads"] == 1
+    assert len(jax["repeat_seconds"]) == 2
+    assert jax["warmup_seconds"] > 0
+    # The same samples, seed and data as a cell measured in this process.
+    assert jax["samples"] == matmul["samples"] == 40
+    assert jax["test_correct"] == matmul["test_correct"]
+    assert matmul["process"] == "parent"
+
+
+@needs_affinity
+def test_a_failing_child_is_a_one_line_skip(
+    tiny_mnist, tmp_path, run_hmnist, monkeypatch
+):
+    pytest.importorskip("jax", reason="the jax kernel needs the 'peers' extra")
+    monkeypatch.setattr(bench, "_CHILD_CODE", "raise ValueError('no luck')")
+    out = tmp_path / "r.json"
+    code, _, err = run_hmnist(tiny_bench(tiny_mnist, out, "--kernels", "jax"))
+    assert code == 1
+    assert "Traceback" not in err
+    skipped = [line for line in err.splitlines() if "skipped" in line]
+    assert len(skipped) == 2  # one per batch size
+    assert "child process on 1 core(s) failed: ValueError: no luck" in skipped[0]
+    assert not out.exists()
+
+
+def test_a_child_needs_as_many_cores_as_threads():
+    if not hasattr(os, "sched_setaffinity"):
+        with pytest.raises(HmnistError, match="sched_setaffinity"):
+            bench.child_cores(1)
+        return
+    allowed = sorted(os.sched_getaffinity(0))
+    assert bench.child_cores(1) == allowed[:1]
+    assert bench.child_cores(len(allowed)) == allowed
+    with pytest.raises(HmnistError, match="needs"):
+        bench.child_cores(len(allowed) + 1)

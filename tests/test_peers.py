@@ -305,20 +305,72 @@ def test_info_names_the_framework_and_its_pools(name):
         assert info["xla_threads"] >= 1 and info["x64"] is True
 
 
-@pytest.mark.parametrize("n_samples", [25, 13, 20])
-def test_jax_warm_up_compiles_what_the_epoch_runs(n_samples):
-    """After warm-up, an epoch over all or some of the samples compiles nothing."""
+@pytest.fixture
+def jax_compiles():
+    """Return a list that JAX appends to for every XLA compilation from now on."""
+    peer("jax")
+    from jax import monitoring
+
+    compiles = []
+
+    def count(event, seconds, **kwargs):
+        """Note a compilation by XLA."""
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(seconds)
+
+    monitoring.register_event_duration_secs_listener(count)
+    yield compiles
+    monitoring.unregister_event_duration_listener(count)
+
+
+@pytest.mark.parametrize("n_samples", [25, 13, 20, 7])
+def test_jax_warm_up_compiles_what_the_epoch_runs(jax_compiles, n_samples):
+    """After warm-up for N samples, an epoch over N samples compiles nothing."""
     kernel = peer("jax")
     x, y = make_batch(25, 12, 5, seed=4)
     net = Network([12, 7, 5], seed=5)
-    kernel.warm_up(net, x, y, "quadratic", 10)
-    compiled = len(kernel._compiled)
+    kernel.warm_up(net, x, y, "quadratic", 10, n_samples=n_samples)
     assert kernel.info()["compile_seconds"] >= 0
+    compiled = len(kernel._compiled)
     want = net.copy()
     order = np.random.default_rng(7).permutation(25)[:n_samples]
     kernels.get("loop").train_epoch(want, x, y, order, 10, 3.0, "quadratic")
+    jax_compiles.clear()
 
     kernel.train_epoch(net, x, y, order, 10, 3.0, "quadratic")
 
+    assert jax_compiles == []
     assert len(kernel._compiled) == compiled
     assert rel_diff(net.weights + net.biases, want.weights + want.biases) < 1e-9
+
+
+def test_jax_warm_up_compiles_for_every_sample_by_default(jax_compiles):
+    """The trainer's warm-up, without ``n_samples``, covers epochs over all of x."""
+    kernel = peer("jax")
+    x, y = make_batch(23, 12, 5, seed=4, dtype="float32")
+    net = Network([12, 6, 5, 4], seed=5, dtype="float32")
+    kernel.warm_up(net, x, y, "cross-entropy", 4)
+    jax_compiles.clear()
+
+    order = np.random.default_rng(8).permutation(23)
+    kernel.train_epoch(net, x, y, order, 4, 3.0, "cross-entropy")
+
+    assert jax_compiles == []
+
+
+def test_jax_warm_up_rejects_more_samples_than_x():
+    kernel = peer("jax")
+    x, y = make_batch(5, 12, 5)
+    with pytest.raises(ValueError, match="n_samples"):
+        kernel.warm_up(Network([12, 5]), x, y, "quadratic", 2, n_samples=6)
+
+
+@pytest.mark.parametrize("name", ["loop", "matmul", "numba", *PEERS])
+def test_every_kernel_takes_the_samples_to_warm_up_for(name):
+    kernel = kernels.get(name) if name not in PEERS else peer(name)
+    net = Network([12, 7, 5], seed=2)
+    before = net.copy()
+    x, y = make_batch(25, 12, 5)
+    assert kernel.warm_up(net, x, y, "quadratic", 10, n_samples=20) >= 0
+    for p, q in zip(net.weights + net.biases, before.weights + before.biases):
+        np.testing.assert_array_equal(p, q)

@@ -73,11 +73,28 @@ class Kernel:
                 w -= eta * gw
                 b -= eta * gb
 
-    def warm_up(self, net, x, y, cost, batch_size=10):
+    def warm_up(self, net, x, y, cost, batch_size=10, n_samples=None):
         """Run a short epoch on a copy of ``net``; return its seconds.
 
         This pays one-off costs (JIT compilation, BLAS start-up, thread
         pool creation) outside any timed measurement.
+
+        Parameters
+        ----------
+        net : Network
+            Not changed.
+        x : ndarray, shape (n_train, sizes[0]), dtype ``net.dtype``
+        y : ndarray of int, shape (n_train,)
+        cost : {"quadratic", "cross-entropy"}
+        batch_size : int
+        n_samples : int, optional
+            The samples each epoch timed afterwards takes from ``x`` (by
+            default all of them), for a kernel whose compiled code
+            depends on it; this short epoch does not use it.
+
+        Returns
+        -------
+        float
         """
         n = min(len(x), 2 * batch_size)
         start = time.perf_counter()

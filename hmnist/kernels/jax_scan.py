@@ -1,10 +1,10 @@
-"""The ``jax`` kernel: a whole epoch as one compiled XLA loop.
+"""The ``jax`` kernel: a whole epoch in one jitted ``lax.scan``.
 
 What a JAX user writes for the book's network: the cost as a function of
 the parameters, ``jax.grad`` for backprop, and the SGD update
-``p - eta * g`` as the body of a loop over the mini-batches, the whole
-epoch compiled by ``jax.jit``. The cost is the book's, summed over the
-batch and divided by its true size ``m``, so ``eta * g`` is the book's
+``p - eta * g`` as the body of a ``lax.scan`` over the mini-batches, the
+whole epoch compiled by ``jax.jit``. The cost is the book's, summed over
+the batch and divided by its size ``m``, so ``eta * g`` is the book's
 ``eta / m * sum(grad_w)``:
 
 - quadratic: ``0.5 * sum((sigmoid(z) - y) ** 2) / m``;
@@ -14,17 +14,22 @@ batch and divided by its true size ``m``, so ``eta * g`` is the book's
 
 ``sigmoid`` is ``jax.nn.sigmoid``, whose derivative is ``a (1 - a)``.
 
-The loop is ``lax.fori_loop`` (an XLA while loop, as ``lax.scan``
-becomes) rather than ``lax.scan`` itself, because its trip count can be a
-run-time value: ``order`` is laid out as rows of ``batch_size`` indices,
-``(capacity, batch_size)`` with room for every sample of ``x``, and the
-loop runs as many rows as ``order`` fills. One compiled epoch thus serves
-any number of samples up to ``len(x)``; a scan's length is part of its
-shape and would compile again for each. The last row may hold fewer
-samples: a mask leaves its padding out of the cost, which is divided by
-the row's true size. Each step gathers its batch from ``x`` on the
-device; gathering the whole epoch into ``(n_batches, batch_size, 784)``
-first copies the data set every epoch, and measured 25 to 40 % slower.
+The scan runs over the full batches, ``order`` cut to
+``(n_full, batch_size)`` sample indices; when ``batch_size`` does not
+divide the samples, the smaller last batch is one more step after the
+scan, inside the same compiled function, with its own size as ``m``.
+Each step gathers its batch from ``x`` on the device; gathering the
+whole epoch into ``(n_batches, batch_size, 784)`` first copies the data
+set every epoch, and measured 25 to 40 % slower.
+
+A scan's length and the last batch's size are part of the compiled
+shape, so an epoch compiles once per number of samples (with the cost,
+dtype, shape of the data, batch size and network). The benchmark tells
+:meth:`JaxKernel.warm_up` how many samples it will time, so that the
+timed epochs run code compiled beforehand; the trainer's warm-up
+compiles for every sample of ``x``, which each of its epochs takes.
+Any other number of samples compiles inside the epoch that first uses
+it.
 
 The data go to the device once and stay there, as a JAX user would keep
 them: the kernel reuses the device copy of ``x`` and ``y`` while it is
@@ -47,13 +52,11 @@ not an XLA flag (XLA rejects it, or ignores it without the dashes), and
 single-threaded. So :meth:`JaxKernel.limit_threads` accepts only the
 count the process started with; JAX on ``n`` threads runs in a process
 started on ``n`` cores (``taskset -c 0-(n-1)``, or
-``os.sched_setaffinity`` before JAX is imported).
+``os.sched_setaffinity`` before JAX is imported), which is how
+``hmnist bench`` measures each ``jax`` cell.
 
 What it leaves out: ``optax``, ``flax`` and other libraries on top of
-JAX, and accelerators. Compilation happens once per cost, dtype, shape of
-the data, batch size and network; :meth:`JaxKernel.warm_up` compiles for
-the data it is given, and any other combination compiles inside the
-epoch that first uses it.
+JAX, and accelerators.
 """
 
 import os
@@ -84,42 +87,42 @@ def _outputs(params, xb):
     return a @ w.T + b
 
 
-def _loss(params, xb, target, mask, m, cost):
-    """Return the cost summed over the rows ``mask`` keeps, divided by ``m``."""
+def _loss(params, xb, target, cost):
+    """Return the cost summed over the batch, divided by its size ``m``."""
     z = _outputs(params, xb)
     if cost == "quadratic":
         per_unit = 0.5 * (jax.nn.sigmoid(z) - target) ** 2
     else:
         per_unit = jax.nn.softplus(z) - target * z
-    return jnp.sum(mask[:, None] * per_unit) / m
+    return jnp.sum(per_unit) / xb.shape[0]
 
 
-def _epoch(params, x, y, batches, sizes, n_batches, eta, cost):
-    """Return the parameters after SGD on the first ``n_batches`` rows of batches.
+def _epoch(params, x, y, batches, last, eta, cost):
+    """Return the parameters after SGD on every row of ``batches``, then ``last``.
 
-    ``batches`` is ``(capacity, batch_size)`` sample indices and ``sizes``
-    ``(capacity,)`` the true size of each batch: a row holds ``sizes[i]``
-    samples, then padding that the mask leaves out of the cost.
+    ``batches`` is ``(n_full, batch_size)`` sample indices, one full
+    mini-batch per row, run by ``lax.scan``; ``last`` is the smaller last
+    batch's indices, ``(r,)``, run once more after the scan, or ``(0,)``
+    when ``batch_size`` divides the samples.
     """
     n_out = params[-1][1].shape[0]
-    positions = jnp.arange(batches.shape[1])
     grad = jax.grad(_loss)
 
-    def step(i, params):
-        """Return the parameters after mini-batch ``i``."""
-        batch, m = batches[i], sizes[i]
-        mask = (positions < m).astype(x.dtype)
+    def step(params, batch):
+        """Return the parameters after the mini-batch ``batch``, and nothing."""
         target = jax.nn.one_hot(y[batch], n_out, dtype=x.dtype)
-        g = grad(params, x[batch], target, mask, m.astype(x.dtype), cost)
-        return jax.tree.map(lambda p, dp: p - eta * dp, params, g)
+        g = grad(params, x[batch], target, cost)
+        return jax.tree.map(lambda p, dp: p - eta * dp, params, g), None
 
-    return lax.fori_loop(0, n_batches, step, params)
+    params, _ = lax.scan(step, params, batches)
+    if last.shape[0]:
+        params, _ = step(params, last)
+    return params
 
 
 def _gradients(params, x, target, cost):
     """Return dC/dW and dC/db, batch means, for the whole of ``x``."""
-    mask = jnp.ones(x.shape[0], x.dtype)
-    return jax.grad(_loss)(params, x, target, mask, x.shape[0], cost)
+    return jax.grad(_loss)(params, x, target, cost)
 
 
 _epoch_jit = jax.jit(_epoch, static_argnames="cost")
@@ -144,7 +147,7 @@ XLA_THREADS = _pool_threads()
 
 
 class JaxKernel(Kernel):
-    """``jax.grad`` and SGD in a loop over the epoch, one compiled call.
+    """``jax.grad`` and SGD in a scan over the epoch, one compiled call.
 
     Attributes
     ----------
@@ -207,10 +210,10 @@ class JaxKernel(Kernel):
         costs.check(cost)
         params = _params(net)
         x, y = self._device_data(net, x, y)
-        batches, sizes, n_batches = _plan(order, batch_size, len(x))
-        eta = jnp.asarray(eta, net.dtype)
-        run = self._compile(params, x, y, batches, eta, cost)
-        params = run(params, x, y, batches, sizes, n_batches, eta)
+        batches, last = _plan(order, batch_size)
+        eta = np.asarray(eta, net.dtype)
+        run = self._compile(params, x, y, batches, last, eta, cost)
+        params = run(params, x, y, batches, last, eta)
         for (w, b), (new_w, new_b) in zip(zip(net.weights, net.biases), params):
             w[...] = np.asarray(new_w)
             b[...] = np.asarray(new_b)
@@ -228,34 +231,36 @@ class JaxKernel(Kernel):
             self._data = (key, x, y, x_dev, y_dev)
         return self._data[3:]
 
-    def _compile(self, params, x, y, batches, eta, cost):
+    def _compile(self, params, x, y, batches, last, eta, cost):
         """Return the compiled epoch for these shapes, compiling it once."""
-        key = (cost, x.dtype.name, x.shape, batches.shape, _shapes(params))
+        key = (
+            cost, x.dtype.name, x.shape, batches.shape, last.shape, _shapes(params)
+        )  # fmt: skip
         if key not in self._compiled:
-            sizes = jax.ShapeDtypeStruct(batches.shape[:1], np.int64)
-            n_batches = jax.ShapeDtypeStruct((), np.int64)
-            lowered = _epoch_jit.lower(
-                params, x, y, batches, sizes, n_batches, eta, cost=cost
-            )
+            lowered = _epoch_jit.lower(params, x, y, batches, last, eta, cost=cost)
             self._compiled[key] = lowered.compile()
         return self._compiled[key]
 
-    def warm_up(self, net, x, y, cost, batch_size=10):
-        """Move ``x`` and ``y`` to the device and compile the epoch for them.
+    def warm_up(self, net, x, y, cost, batch_size=10, n_samples=None):
+        """Move ``x`` and ``y`` to the device and compile the epoch to be timed.
 
-        One compiled epoch serves every order of up to ``len(x)`` samples
-        in batches of ``batch_size``, the last one smaller or not, so a
-        timed epoch on these arrays runs compiled code on data already on
+        A compiled epoch serves one number of samples in batches of
+        ``batch_size``: the scan's length and the last batch's size are
+        part of its shape. After this, an epoch over any ``n_samples`` of
+        these arrays, in any order, runs compiled code on data already on
         the device. ``net`` is not changed.
 
         Parameters
         ----------
         net : Network
             Gives the shapes and dtype of the parameters.
-        x : ndarray, shape (n_samples, sizes[0]), dtype ``net.dtype``
-        y : ndarray of int, shape (n_samples,)
+        x : ndarray, shape (n_train, sizes[0]), dtype ``net.dtype``
+        y : ndarray of int, shape (n_train,)
         cost : {"quadratic", "cross-entropy"}
         batch_size : int
+        n_samples : int, optional
+            The samples each timed epoch takes from ``x``; by default all
+            of them, as the trainer's epochs do.
 
         Returns
         -------
@@ -263,16 +268,20 @@ class JaxKernel(Kernel):
             Seconds spent moving the data and compiling.
         """
         costs.check(cost)
+        n_samples = len(x) if n_samples is None else n_samples
+        if not 0 <= n_samples <= len(x):
+            raise ValueError(f"n_samples must be 0..{len(x)}, got {n_samples}")
+        begin = time.perf_counter()
         self._device_data(net, x, y)
         start = time.perf_counter()
         params = _params(net)
         xs = jax.ShapeDtypeStruct(x.shape, net.dtype)
         ys = jax.ShapeDtypeStruct(y.shape, np.int64)
         eta = jax.ShapeDtypeStruct((), net.dtype)
-        batches, _, _ = _plan(np.arange(len(x)), batch_size, len(x))
-        self._compile(params, xs, ys, batches, eta, cost)
+        batches, last = _plan(np.arange(n_samples), batch_size)
+        self._compile(params, xs, ys, batches, last, eta, cost)
         self.compile_seconds = time.perf_counter() - start
-        return self.transfer_seconds + self.compile_seconds
+        return time.perf_counter() - begin
 
     def limit_threads(self, n):
         """Return a context manager for ``n`` threads, if JAX started with ``n``.
@@ -326,20 +335,13 @@ def _shapes(params):
     return tuple((w.shape, b.shape) for w, b in params)
 
 
-def _plan(order, batch_size, n_samples):
-    """Return ``order`` as padded batch rows, each row's size, and the row count.
+def _plan(order, batch_size):
+    """Return ``order`` as full batch rows, ``(n_full, batch_size)``, and the rest.
 
-    The rows, ``(capacity, batch_size)``, have room for ``n_samples`` or
-    ``len(order)`` samples, whichever is more, so that every order over
-    the same data fits the same compiled shape.
+    The rest, ``(len(order) % batch_size,)``, is the smaller last batch;
+    it has no samples when ``batch_size`` divides ``len(order)``.
     """
     order = np.asarray(order, np.int64)
-    capacity = -(-max(n_samples, len(order), 1) // batch_size)
-    batches = np.zeros(capacity * batch_size, np.int64)
-    batches[: len(order)] = order
-    n_batches = -(-len(order) // batch_size)
-    sizes = np.zeros(capacity, np.int64)
-    sizes[:n_batches] = batch_size
-    if len(order) % batch_size:
-        sizes[n_batches - 1] = len(order) % batch_size
-    return batches.reshape(capacity, batch_size), sizes, np.int64(n_batches)
+    n_full = len(order) // batch_size
+    split = n_full * batch_size
+    return order[:split].reshape(n_full, batch_size), order[split:]

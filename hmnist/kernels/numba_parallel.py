@@ -393,10 +393,10 @@ class NumbaKernel(Kernel):
             _batch_gradients(weights, acts, deltas, grad_w, grad_b, xb, m)
         return [g / m for g in grad_w], [g / m for g in grad_b]
 
-    def warm_up(self, net, x, y, cost, batch_size=10):
+    def warm_up(self, net, x, y, cost, batch_size=10, n_samples=None):
         """Compile (or load from cache) for this dtype; return the seconds."""
         hits = _epoch.stats.cache_hits.copy()
-        seconds = super().warm_up(net, x, y, cost, batch_size)
+        seconds = super().warm_up(net, x, y, cost, batch_size, n_samples)
         self.compile_seconds = seconds
         self.cache_hit = _epoch.stats.cache_hits != hits
         return seconds
