@@ -69,17 +69,25 @@ def _sigmoid(z):
 def _gather(xb, x, order, start, m):
     """Copy samples ``order[start:start+m]`` of ``x`` into rows of ``xb``."""
     for s in range(m):
-        xb[s, :] = x[order[start + s], :]
+        row = order[start + s]
+        for k in range(x.shape[1]):
+            xb[s, k] = x[row, k]
 
 
 @_jit
 def _unit_forward(w, b, a_in, a_out, i, m):
-    """Set ``a_out[i, :m]``, unit ``i``'s output; ``a_in`` is ``(n_in, batch)``."""
+    """Set ``a_out[i, :m]``, unit ``i``'s output; ``a_in`` is ``(n_in, batch)``.
+
+    The sums run along the rows of ``a_in``, all samples at once, so the
+    innermost loop reads contiguous memory.
+    """
     for s in range(m):
-        z = b[i]
-        for k in range(w.shape[1]):
-            z += w[i, k] * a_in[k, s]
-        a_out[i, s] = _sigmoid(z)
+        a_out[i, s] = b[i]
+    for k in range(w.shape[1]):
+        for s in range(m):
+            a_out[i, s] += w[i, k] * a_in[k, s]
+    for s in range(m):
+        a_out[i, s] = _sigmoid(a_out[i, s])
 
 
 @_jit
