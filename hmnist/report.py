@@ -30,6 +30,7 @@ from pathlib import Path
 
 from . import stats
 from .bench import read_results, record_key, threads_label
+from .kernels import names as kernel_names
 
 
 @dataclass
@@ -350,6 +351,11 @@ def compare_table(cells, old_document, old_path, threshold):
 # ----------------------------------------------------------------------------
 # Plots
 
+# Line styles for thread settings (batch plot) and held pools (scaling plot).
+_STYLES = ("-", "--", ":", "-.")
+# Pixels per inch: the standard preset's grids come out 1,400 to 1,750 wide.
+_DPI = 150
+
 
 def plot_all(cells, train_docs, out_dir, stem, notes):
     """Write the PNG plots; return their paths, or None without matplotlib.
@@ -365,7 +371,6 @@ def plot_all(cells, train_docs, out_dir, stem, notes):
     def save(figure, name):
         """Render ``figure`` with Agg into ``<stem>-<name>.png``."""
         path = Path(out_dir) / f"{stem}-{name}.png"
-        figure.tight_layout()
         FigureCanvasAgg(figure).print_png(str(path))
         return path
 
@@ -385,104 +390,250 @@ def plot_all(cells, train_docs, out_dir, stem, notes):
     return written
 
 
+def _palette(n):
+    """Return matplotlib's tab10 colours, or tab20's for more than ten lines."""
+    from matplotlib import colormaps
+
+    return colormaps["tab10" if n <= 10 else "tab20"].colors
+
+
+def kernel_colours(cells):
+    """Return ``{kernel: colour}``, fixed by the registry's order for every plot.
+
+    Kernels the registry does not know (from an older results file) come
+    after its own, in the order the cells name them.
+    """
+    order = kernel_names()
+    order += [k for k in dict.fromkeys(r["kernel"] for r in cells) if k not in order]
+    palette = _palette(10)
+    return {kernel: palette[i % len(palette)] for i, kernel in enumerate(order)}
+
+
+def _grid(Figure, n, panel, legend_width):
+    """Return a figure and ``n`` axes sharing y, up to three a row, 2x2 for four."""
+    cols = min(n, 2 if n == 4 else 3)
+    rows = -(-n // cols)
+    figure = Figure(
+        figsize=(panel[0] * cols + legend_width, panel[1] * rows + 0.4),
+        dpi=_DPI, layout="constrained",
+    )  # fmt: skip
+    axes = figure.subplots(rows, cols, squeeze=False, sharey=True).ravel()
+    for ax in axes[n:]:
+        ax.remove()
+    return figure, list(axes[:n])
+
+
+def _legend(figure, handles, **options):
+    """Draw one legend for the figure, right of the panels."""
+    figure.legend(
+        handles=handles, loc="outside right upper", fontsize="small", **options
+    )
+
+
+def _line(label, colour="0.3", style="-", marker=None):
+    """Return a legend entry for a line that is not drawn."""
+    from matplotlib.lines import Line2D
+
+    return Line2D([], [], color=colour, linestyle=style, marker=marker, label=label)
+
+
+def _log_y(ax):
+    """Set a log y axis, ticks at 1, 2 and 5 of each decade, ``20k`` for 20,000."""
+    from matplotlib.ticker import LogLocator, NullFormatter
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+    ax.yaxis.set_major_formatter(
+        lambda y, _: f"{y / 1000:g}k" if y >= 1000 else f"{y:g}"
+    )
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.grid(axis="y", color="0.9")
+    ax.set_axisbelow(True)
+
+
+def _sizes(sizes):
+    """Return ``784-30-10`` for layer sizes."""
+    return "-".join(map(str, sizes))
+
+
+def _panel_title(machine, sizes, dtype, machines):
+    """Return ``784-30-10 float64``, led by the machine if there are several."""
+    title = f"{_sizes(sizes)} {dtype}"
+    return f"{machine}\n{title}" if len(machines) > 1 else title
+
+
+def _setting(record):
+    """Return a sortable thread setting: ``(apart, threads, label)``."""
+    n = record["threads"]
+    if record.get("apart"):
+        return (True, n, threads_label(record))
+    return (False, n, f"{n} thread" + ("s" if n > 1 else ""))
+
+
 def _plot_scaling(Figure, cells):
-    """Plot speedup against threads per kernel, with the ideal line."""
+    """Plot speedup against threads, a panel per kernel, with the ideal line.
+
+    A colour per batch size, layer sizes and dtype, the same in every
+    panel; a line style per count of a pool held fixed (the Numba kernel's
+    BLAS threads) when there are several.
+    """
     groups = {
         key: times for key, times in scaling_groups(cells).items() if len(times) > 1
     }
-    kernels = list(dict.fromkeys(key[4] for key in groups))
-    if not kernels:
+    if not groups:
         return None
-    figure = Figure(figsize=(4.5 * len(kernels), 4))
-    axes = figure.subplots(1, len(kernels), squeeze=False)[0]
-    for ax, kernel in zip(axes, kernels):
-        top = 1
-        for key, times in groups.items():
-            if key[4] != kernel:
-                continue
+    order = list(kernel_colours(cells))
+    machines = list(dict.fromkeys(key[0] for key in groups))
+    panels = {}
+    for key in sorted(groups, key=lambda k: (machines.index(k[0]), order.index(k[4]))):
+        panels.setdefault((key[0], key[4]), []).append(key)
+    configs = list(dict.fromkeys(key[1:4] for key in groups))
+    palette = _palette(len(configs))
+    colours = {c: palette[i % len(palette)] for i, c in enumerate(configs)}
+    held = sorted({key[5] for key in groups if key[5] is not None})
+    styles = {h: _STYLES[i % len(_STYLES)] for i, h in enumerate(held)}
+    if len(held) < 2:
+        styles = dict.fromkeys(held, "-")
+    base = min(n for times in groups.values() for n in times)
+
+    figure, axes = _grid(Figure, len(panels), (3.2, 2.6), 1.9)
+    for ax, ((machine, kernel), keys) in zip(axes, panels.items()):
+        top = base
+        for key in keys:
+            times = groups[key]
             counts = sorted(times)
             speedups = [times[counts[0]] / times[n] for n in counts]
-            ax.plot(counts, speedups, marker="o", label=_group_label(key))
-            top = max(top, counts[-1] / counts[0])
-        ax.plot([1, top], [1, top], "k--", linewidth=1, label="ideal")
-        ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.set(title=kernel, xlabel="threads", ylabel="speedup")
-        ax.legend(fontsize="x-small")
+            ax.plot(
+                counts, speedups, marker="o", markersize=4,
+                color=colours[key[1:4]], linestyle=styles.get(key[5], "-"),
+            )  # fmt: skip
+            top = max(top, counts[-1])
+        ax.plot([base, top], [1, top / base], "k--", linewidth=1)
+        ax.axhline(1, color="0.6", linewidth=0.8)
+        ax.set_xticks(sorted({n for key in keys for n in groups[key]}))
+        title = kernel if len(machines) < 2 else f"{kernel}, {machine}"
+        fixed = {key[5] for key in keys}
+        if len(held) == 1 and fixed == set(held):
+            title += f" (BLAS held at {held[0]})"
+        ax.set_title(title, fontsize="medium")
+    handles = [
+        _line(f"b{b} {_sizes(s)} {d.replace('float', 'f')}", colour, marker="o")
+        for (b, s, d), colour in colours.items()
+    ]
+    handles.append(_line("ideal", "k", "--"))
+    if len(held) > 1:
+        handles += [_line(f"BLAS held at {h}", style=styles[h]) for h in held]
+    _legend(figure, handles, title="batch b, layer sizes, dtype")
+    figure.supxlabel("threads", fontsize="medium")
+    s = "s" if base > 1 else ""
+    figure.supylabel(f"speedup over {base} thread{s}", fontsize="medium")
     return figure
 
 
-def _group_label(key):
-    """Return a legend label for a scaling group."""
-    machine, batch_size, sizes, dtype, _, held = key
-    label = f"batch {batch_size} {'-'.join(map(str, sizes))} {dtype}"
-    return label + (f" blas {held}" if held is not None else "")
-
-
 def _plot_speedups(Figure, cells):
-    """Plot each kernel's speedup over loop (else matmul), log scale."""
+    """Plot each kernel's speedup over loop (else matmul), log scale.
+
+    A panel per layer sizes and dtype, a group of bars per batch size and
+    thread setting, a bar per kernel in its fixed colour.
+    """
+    from matplotlib.patches import Patch
+
     base_kernel = "loop" if baselines(cells, "loop") else "matmul"
     base = baselines(cells, base_kernel)
-    bars = {}
+    panels = {}
     for record in cells:
         t0 = base.get(_config(record))
         if t0 is None:
             continue
-        config = (*_config(record)[1:], threads_label(record))
-        bars.setdefault(record["kernel"], {})[config] = t0 / record["seconds_per_epoch"]
-    if not bars:
+        machine, batch_size, sizes, dtype = _config(record)
+        group = (batch_size, *_setting(record))
+        bars = panels.setdefault((machine, sizes, dtype), {}).setdefault(group, {})
+        bars[record["kernel"]] = t0 / record["seconds_per_epoch"]
+    if not panels:
         return None
-    configs = list(dict.fromkeys(c for by_config in bars.values() for c in by_config))
-    width = 0.8 / len(bars)
-    figure = Figure(figsize=(max(6, 0.6 * len(configs) * len(bars)), 4.5))
-    ax = figure.subplots()
-    for i, (kernel, by_config) in enumerate(bars.items()):
-        xs = [j + i * width for j, c in enumerate(configs) if c in by_config]
-        heights = [by_config[c] for c in configs if c in by_config]
-        drawn = ax.bar(xs, heights, width, label=kernel)
-        ax.bar_label(drawn, fmt="%.3g", fontsize="xx-small")
-    ax.set_xticks([j + width * (len(bars) - 1) / 2 for j in range(len(configs))])
-    ax.set_xticklabels(
-        [f"b{b} {'-'.join(map(str, s))} {d} {t}" for b, s, d, t in configs],
-        rotation=60, ha="right", fontsize="x-small",
-    )  # fmt: skip
-    ax.set_yscale("log")
-    ax.yaxis.set_major_formatter("{x:g}")
-    ax.axhline(1, color="k", linewidth=0.8)
-    ax.set(ylabel=f"speedup over {base_kernel} at 1 thread")
-    ax.legend()
+    colours = kernel_colours(cells)
+    measured = [bars for groups in panels.values() for bars in groups.values()]
+    kernels = [kernel for kernel in colours if any(kernel in b for b in measured)]
+    heights = [height for bars in measured for height in bars.values()]
+    machines = {key[0] for key in panels}
+    width = 0.8 / len(kernels)
+    # Past four groups (pools set apart add some) a panel widens, labels tilt.
+    most = max(len(groups) for groups in panels.values())
+    panel = (min(max(4.4, 0.5 * most), 9.0), 3.0 + 0.4 * (most > 4))
+
+    figure, axes = _grid(Figure, len(panels), panel, 1.2)
+    for ax, ((machine, sizes, dtype), groups) in zip(axes, panels.items()):
+        order = sorted(groups)
+        for i, kernel in enumerate(kernels):
+            shift = (i - (len(kernels) - 1) / 2) * width
+            xs = [j + shift for j, g in enumerate(order) if kernel in groups[g]]
+            ys = [groups[g][kernel] for g in order if kernel in groups[g]]
+            if xs:
+                drawn = ax.bar(xs, ys, width, color=colours[kernel])
+                ax.bar_label(drawn, fmt="%.2g", fontsize=6, rotation=90, padding=2)
+        if most > 4:
+            labels = [f"b{g[0]} {g[3]}" for g in order]
+            ax.set_xticks(range(len(order)), labels, rotation=45, ha="right")
+        else:
+            ax.set_xticks(range(len(order)), [f"batch {g[0]}\n{g[3]}" for g in order])
+        ax.axhline(1, color="k", linewidth=0.8)
+        ax.set_title(_panel_title(machine, sizes, dtype, machines), fontsize="medium")
+        _log_y(ax)
+    ax.set_ylim(min(heights) / 1.5, max(heights) * 2.5)
+    handles = [Patch(color=colours[kernel], label=kernel) for kernel in kernels]
+    _legend(figure, handles, title="kernel")
+    figure.supylabel(
+        f"speedup over {base_kernel} at 1 thread, log scale\n"
+        "(same batch size, layer sizes and dtype)",
+        fontsize="medium",
+    )
     return figure
 
 
 def _plot_batch(Figure, cells):
-    """Plot samples/s against batch size; one panel per layer sizes and dtype."""
+    """Plot samples/s against batch size; one panel per layer sizes and dtype.
+
+    Colour marks the kernel (the same as in the speedup plot), line style
+    the thread setting.
+    """
     panels = {}
     for record in cells:
-        panel = (tuple(record["sizes"]), record["dtype"])
-        line = f"{record['kernel']} {threads_label(record)}"
+        panel = (record["machine"], tuple(record["sizes"]), record["dtype"])
+        line = (record["kernel"], _setting(record))
         points = panels.setdefault(panel, {}).setdefault(line, {})
         points[record["batch_size"]] = record["samples_per_second"]
-    figure = Figure(figsize=(4.5 * len(panels), 4))
-    axes = figure.subplots(1, len(panels), squeeze=False)[0]
-    for ax, ((sizes, dtype), lines) in zip(axes, panels.items()):
-        for line, points in lines.items():
+    colours = kernel_colours(cells)
+    kernels = [k for k in colours if any(k == r["kernel"] for r in cells)]
+    settings = sorted({line[1] for lines in panels.values() for line in lines})
+    styles = {s: _STYLES[i % len(_STYLES)] for i, s in enumerate(settings)}
+    machines = {panel[0] for panel in panels}
+
+    figure, axes = _grid(Figure, len(panels), (4.0, 3.0), 1.4)
+    for ax, ((machine, sizes, dtype), lines) in zip(axes, panels.items()):
+        for kernel, setting in sorted(lines, key=lambda k: (kernels.index(k[0]), k[1])):
+            points = lines[(kernel, setting)]
             batch_sizes = sorted(points)
             ax.plot(
-                batch_sizes, [points[b] for b in batch_sizes], marker="o", label=line
-            )
+                batch_sizes, [points[b] for b in batch_sizes], marker="o",
+                markersize=4, color=colours[kernel], linestyle=styles[setting],
+            )  # fmt: skip
         ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.xaxis.set_major_formatter("{x:g}")
-        ax.set(
-            title=f"{'-'.join(map(str, sizes))} {dtype}", xlabel="batch size",
-            ylabel="samples/s",
-        )  # fmt: skip
-        ax.legend(fontsize="x-small")
+        _log_y(ax)
+        ticks = sorted({b for points in lines.values() for b in points})
+        ax.set_xticks(ticks, [str(b) for b in ticks])
+        ax.tick_params(axis="x", which="minor", bottom=False, labelbottom=False)
+        ax.set_title(_panel_title(machine, sizes, dtype, machines), fontsize="medium")
+    handles = [_line(kernel, colours[kernel], marker="o") for kernel in kernels]
+    handles += [_line(s[2], style=styles[s]) for s in settings]
+    _legend(figure, handles)
+    figure.supxlabel("batch size (log scale)", fontsize="medium")
+    figure.supylabel("samples per second (log scale)", fontsize="medium")
     return figure
 
 
 def _plot_accuracy(Figure, train_docs):
     """Plot test accuracy per epoch of each ``hmnist train --json`` run."""
-    figure = Figure(figsize=(6, 4))
+    figure = Figure(figsize=(6, 4), layout="constrained")
     ax = figure.subplots()
     for _, document in train_docs:
         config = document["config"]

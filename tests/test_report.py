@@ -200,6 +200,80 @@ def test_plots(results, tmp_path, run_hmnist):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def png_size(path):
+    """Return ``(width, height)`` in pixels from a PNG's header."""
+    header = path.read_bytes()[:24]
+    return int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+
+
+def standard_cells():
+    """Return cells shaped like the standard preset's, with made-up times."""
+    kernels = ("loop", "matmul", "numba", "torch", "torch-fast", "jax")
+    cells = []
+    for dtype in ("float64", "float32"):
+        for sizes in ([784, 30, 10], [784, 100, 10]):
+            for batch_size in (10, 100):
+                for i, kernel in enumerate(kernels):
+                    for threads in (1, 2):
+                        seconds = 10 / (1 + i) / (1 + threads / 4)
+                        record = cell(kernel, threads, seconds, batch_size)
+                        cells.append({**record, "sizes": sizes, "dtype": dtype})
+    return cells
+
+
+def test_plots_of_the_standard_matrix_fit_a_page(tmp_path, run_hmnist):
+    pytest.importorskip("matplotlib")
+    path = write(tmp_path / "standard.json", document(standard_cells()))
+    code, _, err = run_hmnist(["report", str(path)])
+    assert code == 0, err
+    for name in ("scaling", "speedup", "batch"):
+        width, height = png_size(tmp_path / f"standard-{name}.png")
+        assert 800 <= width <= 1800 and height <= 1200, (name, width, height)
+
+
+def test_plots_share_one_legend_and_kernel_colours(tmp_path):
+    pytest.importorskip("matplotlib")
+    from matplotlib.colors import same_color
+    from matplotlib.figure import Figure
+
+    from hmnist import report
+
+    path = write(tmp_path / "standard.json", document(standard_cells()))
+    bench, _ = report.load([path])
+    cells = report.gather_cells(bench)
+    colours = report.kernel_colours(cells)
+    # The registry fixes a kernel's colour, whichever kernels a file holds.
+    assert colours["numba"] == report.kernel_colours(CELLS[3:])["numba"]
+    assert len({colours[k] for k in ("loop", "jax")}) == 2
+    plots = (report._plot_scaling, report._plot_speedups, report._plot_batch)
+    for plot in plots:
+        figure = plot(Figure, cells)
+        assert len(figure.legends) == 1
+        assert not any(ax.get_legend() for ax in figure.axes)
+    speedup = report._plot_speedups(Figure, cells)
+    assert len(speedup.axes) == 4
+    for ax in speedup.axes:
+        assert len(ax.get_xticklabels()) == 4  # batch 10 and 100, 1 and 2 threads
+    batch = report._plot_batch(Figure, cells)
+    for line in batch.axes[0].get_lines():
+        assert any(same_color(line.get_color(), c) for c in colours.values())
+    styles = {line.get_linestyle() for line in batch.axes[0].get_lines()}
+    assert styles == {"-", "--"}
+    assert len(report._plot_scaling(Figure, cells).axes) == 6
+
+
+def test_plots_of_a_quick_run(tmp_path, run_hmnist):
+    pytest.importorskip("matplotlib")
+    cells = [cell("matmul", 1, 2.0), cell("numba", 1, 1.0)]
+    path = write(tmp_path / "quick.json", document(cells))
+    code, _, err = run_hmnist(["report", str(path)])
+    assert code == 0, err
+    assert "no scaling plot" in err
+    assert not (tmp_path / "quick-scaling.png").exists()
+    for name in ("speedup", "batch"):
+        assert png_size(tmp_path / f"quick-{name}.png")[0] <= 1000
+
+
 def test_without_matplotlib_tables_still_build(results, run_hmnist, monkeypatch):
     for name in ("matplotlib", "matplotlib.figure", "matplotlib.backends.backend_agg"):
         monkeypatch.setitem(sys.modules, name, None)

@@ -172,18 +172,7 @@ class JaxKernel(Kernel):
     def gradients(self, net, x, y, cost):
         """Return the batch-mean gradients by ``jax.grad``.
 
-        Parameters
-        ----------
-        net : Network
-            Read only.
-        x : ndarray, shape (m, sizes[0]), dtype ``net.dtype``
-        y : ndarray of int, shape (m,)
-        cost : {"quadratic", "cross-entropy"}
-
-        Returns
-        -------
-        grad_w, grad_b : list of ndarray
-            Shapes of ``net.weights`` and ``net.biases``, dtype ``net.dtype``.
+        See :meth:`Kernel.gradients`.
         """
         costs.check(cost)
         target = costs.one_hot(y, net.sizes[-1], net.dtype)
@@ -194,18 +183,7 @@ class JaxKernel(Kernel):
     def train_epoch(self, net, x, y, order, batch_size, eta, cost):
         """Run one epoch in compiled code, then copy the weights back.
 
-        Parameters
-        ----------
-        net : Network
-            Updated in place.
-        x : ndarray, shape (n_samples, sizes[0]), dtype ``net.dtype``
-        y : ndarray of int, shape (n_samples,)
-        order : ndarray of int, shape (n_samples,)
-            Sample indices; consecutive runs of ``batch_size`` are the
-            mini-batches, the last may be smaller.
-        batch_size : int
-        eta : float
-        cost : {"quadratic", "cross-entropy"}
+        See :meth:`Kernel.train_epoch`.
         """
         costs.check(cost)
         params = _params(net)

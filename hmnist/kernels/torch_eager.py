@@ -86,18 +86,7 @@ class TorchKernel(Kernel):
     def gradients(self, net, x, y, cost):
         """Return the batch-mean gradients by autograd.
 
-        Parameters
-        ----------
-        net : Network
-            Read only.
-        x : ndarray, shape (m, sizes[0]), dtype ``net.dtype``
-        y : ndarray of int, shape (m,)
-        cost : {"quadratic", "cross-entropy"}
-
-        Returns
-        -------
-        grad_w, grad_b : list of ndarray
-            Shapes of ``net.weights`` and ``net.biases``, dtype ``net.dtype``.
+        See :meth:`Kernel.gradients`.
         """
         costs.check(cost)
         model = _Mlp(net)
@@ -111,19 +100,7 @@ class TorchKernel(Kernel):
     def train_epoch(self, net, x, y, order, batch_size, eta, cost):
         """Run one epoch with autograd and SGD, then copy the weights back.
 
-        Parameters
-        ----------
-        net : Network
-            Updated in place.
-        x : ndarray, shape (n_samples, sizes[0]), dtype ``net.dtype``
-        y : ndarray of int, shape (n_samples,)
-        order : ndarray of int, shape (n_samples,)
-            Sample indices; consecutive runs of ``batch_size`` are the
-            mini-batches, the last may be smaller.
-        batch_size : int
-        eta : float
-            Learning rate of ``torch.optim.SGD``.
-        cost : {"quadratic", "cross-entropy"}
+        See :meth:`Kernel.train_epoch`.
         """
         costs.check(cost)
         model = _Mlp(net)

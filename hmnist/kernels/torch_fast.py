@@ -92,18 +92,7 @@ class TorchFastKernel(TorchKernel):
     def gradients(self, net, x, y, cost):
         """Return the batch-mean gradients by hand-written backprop.
 
-        Parameters
-        ----------
-        net : Network
-            Read only.
-        x : ndarray, shape (m, sizes[0]), dtype ``net.dtype``
-        y : ndarray of int, shape (m,)
-        cost : {"quadratic", "cross-entropy"}
-
-        Returns
-        -------
-        grad_w, grad_b : list of ndarray
-            Shapes of ``net.weights`` and ``net.biases``, dtype ``net.dtype``.
+        See :meth:`Kernel.gradients`.
         """
         quadratic = costs.check(cost) == "quadratic"
         m = len(x)
@@ -123,18 +112,7 @@ class TorchFastKernel(TorchKernel):
     def train_epoch(self, net, x, y, order, batch_size, eta, cost):
         """Run one epoch of in-place SGD on tensors, then copy the weights back.
 
-        Parameters
-        ----------
-        net : Network
-            Updated in place.
-        x : ndarray, shape (n_samples, sizes[0]), dtype ``net.dtype``
-        y : ndarray of int, shape (n_samples,)
-        order : ndarray of int, shape (n_samples,)
-            Sample indices; consecutive runs of ``batch_size`` are the
-            mini-batches, the last may be smaller.
-        batch_size : int
-        eta : float
-        cost : {"quadratic", "cross-entropy"}
+        See :meth:`Kernel.train_epoch`.
         """
         quadratic = costs.check(cost) == "quadratic"
         weights = [torch.tensor(w) for w in net.weights]
