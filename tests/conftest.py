@@ -76,3 +76,34 @@ def run_hmnist(capsys):
         return code, out, err
 
     return run
+
+
+@pytest.fixture(scope="session")
+def model(real_data_dir, tmp_path_factory):
+    """Return ``(path, net)`` of a [784, 30, 10] net trained one quick epoch."""
+    from hmnist import kernels
+    from hmnist.data import load_mnist
+    from hmnist.network import Network
+    from hmnist.trainer import train
+
+    data = load_mnist(real_data_dir, train_size=10_000)
+    net = Network([784, 30, 10], init="scaled", seed=0)
+    train(net, kernels.get("matmul"), data.train, epochs=1, batch_size=10,
+          eta=3.0, cost="quadratic", seed=0, warm_up=False)  # fmt: skip
+    path = tmp_path_factory.mktemp("model") / "model.npz"
+    net.save(path)
+    return path, net
+
+
+# Small epochs that exercise the edge cases of the mini-batch loop.
+SMALL_EPOCHS = pytest.mark.parametrize(
+    "sizes, n_samples, batch_size",
+    [
+        ([12, 7, 5], 25, 10),  # last batch of 5
+        ([12, 7, 5], 7, 1),  # batches of one sample
+        ([12, 5], 23, 10),  # no hidden layer, last batch of 3
+        ([12, 6, 5, 4], 23, 4),  # two hidden layers, last batch of 3
+        ([12, 7, 5], 6, 10),  # one batch, smaller than batch_size
+    ],
+    ids=["partial-batch", "batch-1", "no-hidden", "deeper", "short-epoch"],
+)

@@ -7,6 +7,7 @@ not turn rounding into a large elementwise ratio.
 
 import numpy as np
 import pytest
+from conftest import SMALL_EPOCHS
 
 from hmnist import costs, kernels, threads
 from hmnist.network import Network
@@ -133,17 +134,7 @@ def test_unknown_cost_is_a_value_error(name):
 # One epoch: against the reference SGD step, small and odd cases
 
 
-@pytest.mark.parametrize(
-    "sizes, n_samples, batch_size",
-    [
-        ([12, 7, 5], 25, 10),  # last batch of 5
-        ([12, 7, 5], 7, 1),  # batches of one sample
-        ([12, 5], 23, 10),  # no hidden layer, last batch of 3
-        ([12, 6, 5, 4], 23, 4),  # two hidden layers, last batch of 3
-        ([12, 7, 5], 6, 10),  # one batch, smaller than batch_size
-    ],
-    ids=["partial-batch", "batch-1", "no-hidden", "deeper", "short-epoch"],
-)
+@SMALL_EPOCHS
 @pytest.mark.parametrize("cost", COSTS)
 @pytest.mark.parametrize("name", CORE)
 def test_train_epoch_matches_reference_sgd(name, cost, sizes, n_samples, batch_size):

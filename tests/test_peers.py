@@ -12,6 +12,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from conftest import SMALL_EPOCHS
 
 from hmnist import kernels, threads
 from hmnist.errors import HmnistError
@@ -173,17 +174,7 @@ def test_mnist_epoch_matches_loop(mnist_shaped, name, cost, dtype):
     assert rel_diff(net.biases, want.biases) < EPOCH_RTOL[dtype]
 
 
-@pytest.mark.parametrize(
-    "sizes, n_samples, batch_size",
-    [
-        ([12, 7, 5], 25, 10),  # last batch of 5
-        ([12, 7, 5], 7, 1),  # batches of one sample
-        ([12, 5], 23, 10),  # no hidden layer, last batch of 3
-        ([12, 6, 5, 4], 23, 4),  # two hidden layers, last batch of 3
-        ([12, 7, 5], 6, 10),  # one batch, smaller than batch_size
-    ],
-    ids=["partial-batch", "batch-1", "no-hidden", "deeper", "short-epoch"],
-)
+@SMALL_EPOCHS
 @pytest.mark.parametrize("cost", COSTS)
 @pytest.mark.parametrize("name", PEERS)
 def test_small_epochs_match_loop(name, cost, sizes, n_samples, batch_size):

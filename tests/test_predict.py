@@ -6,9 +6,8 @@ import sys
 import numpy as np
 import pytest
 
-from hmnist import kernels
 from hmnist.cli import main
-from hmnist.data import FILES, find_file, load_mnist, read_images
+from hmnist.data import FILES, find_file, read_images
 from hmnist.images import (
     BOX,
     SIDE,
@@ -18,26 +17,12 @@ from hmnist.images import (
     ink_box,
     preprocess,
 )
-from hmnist.network import Network
-from hmnist.trainer import train
 
 N_DIGITS = 200
 # Share of upscaled, inverted digits that must keep the 28x28 prediction;
 # 192 of 200 (0.96) did when this test was written (176 matched the labels,
 # against 178 for the 28x28 originals).
 SAME_SHARE = 0.9
-
-
-@pytest.fixture(scope="module")
-def model(real_data_dir, tmp_path_factory):
-    """Return ``(path, net)`` of a [784, 30, 10] net trained one quick epoch."""
-    data = load_mnist(real_data_dir, train_size=10_000)
-    net = Network([784, 30, 10], init="scaled", seed=0)
-    train(net, kernels.get("matmul"), data.train, epochs=1, batch_size=10,
-          eta=3.0, cost="quadratic", seed=0, warm_up=False)  # fmt: skip
-    path = tmp_path_factory.mktemp("model") / "model.npz"
-    net.save(path)
-    return path, net
 
 
 @pytest.fixture(scope="module")

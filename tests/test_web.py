@@ -18,13 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hmnist import kernels
 from hmnist.cli import main
-from hmnist.data import FILES, find_file, load_mnist, read_images
+from hmnist.data import FILES, find_file, read_images
 from hmnist.images import centre_of_mass, preprocess
 from hmnist.network import Network
 from hmnist.page import PAGE_FILES, arrays_sha256, make_server
-from hmnist.trainer import train
 
 REPO = Path(__file__).resolve().parents[1]
 CHROME_FLAGS = [
@@ -43,18 +41,6 @@ SEVEN = [(70, 60), (210, 60), (180, 130), (150, 200), (130, 240)]
 # A "1": one slanted line.
 ONE = [(150, 40), (130, 240)]
 TOLERANCE = 1e-6
-
-
-@pytest.fixture(scope="module")
-def model(real_data_dir, tmp_path_factory):
-    """Return ``(path, net)`` of a [784, 30, 10] net trained one quick epoch."""
-    data = load_mnist(real_data_dir, train_size=10_000)
-    net = Network([784, 30, 10], init="scaled", seed=0)
-    train(net, kernels.get("matmul"), data.train, epochs=1, batch_size=10,
-          eta=3.0, cost="quadratic", seed=0, warm_up=False)  # fmt: skip
-    path = tmp_path_factory.mktemp("model") / "model.npz"
-    net.save(path)
-    return path, net
 
 
 @pytest.fixture(scope="module")
