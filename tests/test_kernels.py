@@ -7,27 +7,13 @@ not turn rounding into a large elementwise ratio.
 
 import numpy as np
 import pytest
-from conftest import SMALL_EPOCHS
+from conftest import SMALL_EPOCHS, make_batch, rel_diff
 
 from hmnist import costs, kernels, threads
 from hmnist.network import Network
 
 CORE = ("loop", "matmul", "numba")
 COSTS = ("quadratic", "cross-entropy")
-
-
-def make_batch(n, n_in, n_out, seed=0, dtype="float64", density=1.0):
-    """Return ``n`` random inputs in [0, 1) (a ``density`` of them nonzero), labels."""
-    rng = np.random.default_rng(seed)
-    x = rng.random((n, n_in)) * (rng.random((n, n_in)) < density)
-    return np.ascontiguousarray(x, dtype=dtype), rng.integers(0, n_out, n)
-
-
-def rel_diff(got, want):
-    """Return ``max|got - want| / max|want|`` over lists of arrays."""
-    diff = max(np.max(np.abs(g.astype(np.float64) - w)) for g, w in zip(got, want))
-    scale = max(np.max(np.abs(w)) for w in want)
-    return diff / scale
 
 
 def numeric_gradients(net, x, y, cost, h=1e-5):
