@@ -2,33 +2,38 @@
 
 The equations are those of ``loop.py``; activations and errors are kept as
 ``(units, batch)`` arrays, ``A[l]`` and ``D[l]`` being the output and the
-error ``dC/dz`` of ``weights[l]``. Each batch is stored as rows
-``xb (batch, n_in)``.
+error ``dC/dz`` of ``weights[l]``. A batch is never copied: its samples
+are read as rows ``x[rows[s]]`` of the training array, ``rows`` being the
+batch's slice of the epoch's ``order``.
 
 How the work is split across threads, and why. At the book's batch of 10
 the matrices are thin ((100, 784) @ (784, 10)), too small for BLAS to
 spread over cores, and a parallel region per matrix product costs more
 than it saves. Here the split is over the first layer's hidden units
-``j``, each thread owning whole rows ``W0[j, :]`` and with them, for the
-same ``j``:
+``j``, in pairs, each thread owning whole rows ``W0[j, :]`` and with them,
+for the same ``j``:
 
 1. the error of unit ``j``: ``D0[j] = W1[:, j] . D1 * A0[j] (1 - A0[j])``;
 2. the update of column ``W1[:, j]`` (only unit ``j``'s thread reads it);
 3. the update of row ``W0[j, :]`` and ``b0[j]`` with this batch;
-4. the forward pass of the *next* batch through the updated row ``j``.
+4. the forward pass of the *next* batch through the updated row ``j``;
+5. unit ``j``'s terms ``W1[:, j] A0[j]`` of the next batch's sums in
+   layer 1, kept per pair so that the serial part only adds them up.
 
 With step 4 in the same region, row ``j`` is still in cache from step 3,
 so ``W0`` (the bulk of the weights) goes through cache once per batch, and
-a batch costs one parallel region, not four. Inside the region units go
-in pairs and samples in fours: one sweep along two rows reads each pixel
-once and keeps eight sums in registers, so the loop is bound by
-multiply-adds rather than by loads and stores (twice as fast as one unit
-and one sample at a time). No thread writes what another reads, so there
-are no locks and the weights do not depend on the number of threads. The
-sequence of updates is exactly SGD's: batch ``t + 1`` goes forward only
-through weights that batch ``t`` has updated. Layers after the first are
-narrow (10 outputs for MNIST); their forward pass and output error run
-serially unless they are large enough to pay for a region of their own.
+a batch costs one parallel region, not four. With two threads each one's
+half of ``W0`` (314 kB in float64) stays in its core's L2 cache from one
+batch to the next. Inside the region samples go in fives: one sweep along
+two rows reads each pixel once and keeps ten sums in registers, 7 loads
+per 10 multiply-adds, so the loop is bound by multiply-adds rather than by
+loads (a batch of 10 is two sweeps, with no leftover samples). No thread
+writes what another reads, the pairs' terms are added in a fixed order,
+so there are no locks and the weights do not depend on the number of
+threads. The sequence of updates is exactly SGD's: batch ``t + 1`` goes
+forward only through weights that batch ``t`` has updated. What stays
+serial per batch is small: adding the pairs' terms, the layers after
+layer 1, the output error and the bias of layer 1.
 
 What it leaves out: NumPy's ``np.dot`` (it would call BLAS, whose threads
 this kernel does not control), and any reordering of samples. The only
@@ -63,15 +68,6 @@ _jit_parallel = njit(cache=True, fastmath=_FLAGS, parallel=True)
 def _sigmoid(z):
     """Return the logistic function of a scalar ``z``."""
     return 1.0 / (1.0 + np.exp(-z))
-
-
-@_jit
-def _gather(xb, x, order, start, m):
-    """Copy samples ``order[start:start+m]`` of ``x`` into rows of ``xb``."""
-    for s in range(m):
-        row = order[start + s]
-        for k in range(x.shape[1]):
-            xb[s, k] = x[row, k]
 
 
 @_jit
@@ -114,20 +110,20 @@ def _layer_forward(w, b, a_in, a_out, m):
 
 
 @_jit
-def _first_unit_forward(w0, b0, xb, a0, j, m):
-    """Set ``a0[j, :m]``: unit ``j`` of the first layer for the rows of ``xb``."""
+def _first_unit_forward(w0, b0, x, rows, a0, j, m):
+    """Set ``a0[j, :m]``: unit ``j`` of the first layer for samples ``x[rows]``."""
     for s in range(m):
         z = b0[j]
         for k in range(w0.shape[1]):
-            z += w0[j, k] * xb[s, k]
+            z += w0[j, k] * x[rows[s], k]
         a0[j, s] = _sigmoid(z)
 
 
 @_jit_parallel
-def _first_forward(w0, b0, xb, a0, m):
-    """Forward ``m`` rows of ``xb`` through the first layer, units over threads."""
+def _first_forward(w0, b0, x, rows, a0, m):
+    """Forward samples ``x[rows[:m]]`` through the first layer, units over threads."""
     for j in prange(w0.shape[0]):
-        _first_unit_forward(w0, b0, xb, a0, j, m)
+        _first_unit_forward(w0, b0, x, rows, a0, j, m)
 
 
 @_jit
@@ -153,11 +149,15 @@ def _unit_back(w, a_in, d_out, d_in, i, m, c):
     the column is left alone (the gradient path).
     """
     one = a_in.dtype.type(1)
+    # Rows of d_out are contiguous: run along them, all samples at once.
     for s in range(m):
-        acc = one - one
-        for r in range(w.shape[0]):
-            acc += w[r, i] * d_out[r, s]
-        d_in[i, s] = acc * a_in[i, s] * (one - a_in[i, s])
+        d_in[i, s] = one - one
+    for r in range(w.shape[0]):
+        w_ri = w[r, i]
+        for s in range(m):
+            d_in[i, s] += w_ri * d_out[r, s]
+    for s in range(m):
+        d_in[i, s] *= a_in[i, s] * (one - a_in[i, s])
     for r in range(w.shape[0]):
         grad = one - one
         for s in range(m):
@@ -183,110 +183,156 @@ def _bias_update(b, d_out, m, c):
 
 
 @_jit
-def _row_update(w0, b0, xb, d0, j, m, c):
+def _row_update(w0, b0, x, rows, d0, j, m, c):
     """Update row ``w0[j, :]`` and ``b0[j]`` with the batch's error ``d0[j]``."""
     for s in range(m):
         step = c * d0[j, s]
         for k in range(w0.shape[1]):
-            w0[j, k] -= step * xb[s, k]
+            w0[j, k] -= step * x[rows[s], k]
         b0[j] -= step
 
 
 @_jit
-def _pair_update(w0, b0, xb, d0, j, m, c):
-    """Update rows ``j`` and ``j + 1`` of ``w0``, four samples per sweep.
+def _pair_update(w0, b0, x, rows, d0, j, m, c):
+    """Update rows ``j`` and ``j + 1`` of ``w0``, five samples per sweep.
 
-    Each sweep over a row reads four samples' pixels once for both rows:
-    6 loads and 2 stores per 8 multiply-adds, where one row and one sample
-    at a time would need 2 loads and a store per multiply-add.
+    Each sweep along the two rows reads five samples' pixels once for both
+    rows: 7 loads and 2 stores per 10 multiply-adds, where one row and one
+    sample at a time would need 2 loads and a store per multiply-add.
+    Samples left over when ``m`` is not a multiple of five go one by one.
     """
     n_in = w0.shape[1]
     s = 0
-    while s + 4 <= m:
-        p0, p1, p2, p3 = (
-            c * d0[j, s], c * d0[j, s + 1],
-            c * d0[j, s + 2], c * d0[j, s + 3],
+    while s + 5 <= m:
+        r0, r1, r2, r3, r4 = rows[s], rows[s + 1], rows[s + 2], rows[s + 3], rows[s + 4]
+        p0, p1, p2, p3, p4 = (
+            c * d0[j, s], c * d0[j, s + 1], c * d0[j, s + 2],
+            c * d0[j, s + 3], c * d0[j, s + 4],
         )  # fmt: skip
-        q0, q1, q2, q3 = (
-            c * d0[j + 1, s], c * d0[j + 1, s + 1],
-            c * d0[j + 1, s + 2], c * d0[j + 1, s + 3],
+        q0, q1, q2, q3, q4 = (
+            c * d0[j + 1, s], c * d0[j + 1, s + 1], c * d0[j + 1, s + 2],
+            c * d0[j + 1, s + 3], c * d0[j + 1, s + 4],
         )  # fmt: skip
         for k in range(n_in):
-            x0, x1, x2, x3 = xb[s, k], xb[s + 1, k], xb[s + 2, k], xb[s + 3, k]
-            w0[j, k] -= p0 * x0 + p1 * x1 + p2 * x2 + p3 * x3
-            w0[j + 1, k] -= q0 * x0 + q1 * x1 + q2 * x2 + q3 * x3
-        b0[j] -= p0 + p1 + p2 + p3
-        b0[j + 1] -= q0 + q1 + q2 + q3
-        s += 4
+            x0, x1, x2 = x[r0, k], x[r1, k], x[r2, k]
+            x3, x4 = x[r3, k], x[r4, k]
+            w0[j, k] = w0[j, k] - p0 * x0 - p1 * x1 - p2 * x2 - p3 * x3 - p4 * x4
+            w0[j + 1, k] = (
+                w0[j + 1, k] - q0 * x0 - q1 * x1 - q2 * x2 - q3 * x3 - q4 * x4
+            )
+        b0[j] -= p0 + p1 + p2 + p3 + p4
+        b0[j + 1] -= q0 + q1 + q2 + q3 + q4
+        s += 5
     for r in range(s, m):
         p, q = c * d0[j, r], c * d0[j + 1, r]
         for k in range(n_in):
-            w0[j, k] -= p * xb[r, k]
-            w0[j + 1, k] -= q * xb[r, k]
+            w0[j, k] -= p * x[rows[r], k]
+            w0[j + 1, k] -= q * x[rows[r], k]
         b0[j] -= p
         b0[j + 1] -= q
 
 
 @_jit
-def _pair_forward(w0, b0, xb, a0, j, m):
-    """Set ``a0[j]`` and ``a0[j + 1]`` for ``m`` rows of ``xb``, four at a time."""
+def _pair_forward(w0, b0, x, rows, a0, j, m):
+    """Set ``a0[j]`` and ``a0[j + 1]`` for samples ``x[rows[:m]]``, five at a time.
+
+    Ten sums live in registers through a sweep: 7 loads per 10 multiply-adds.
+    """
     n_in = w0.shape[1]
     s = 0
-    while s + 4 <= m:
-        z00 = z01 = z02 = z03 = b0[j]
-        z10 = z11 = z12 = z13 = b0[j + 1]
+    while s + 5 <= m:
+        r0, r1, r2, r3, r4 = rows[s], rows[s + 1], rows[s + 2], rows[s + 3], rows[s + 4]
+        z00 = z01 = z02 = z03 = z04 = b0[j]
+        z10 = z11 = z12 = z13 = z14 = b0[j + 1]
         for k in range(n_in):
             u, v = w0[j, k], w0[j + 1, k]
-            x0, x1, x2, x3 = xb[s, k], xb[s + 1, k], xb[s + 2, k], xb[s + 3, k]
+            x0, x1, x2 = x[r0, k], x[r1, k], x[r2, k]
+            x3, x4 = x[r3, k], x[r4, k]
             z00 += u * x0
             z01 += u * x1
             z02 += u * x2
             z03 += u * x3
+            z04 += u * x4
             z10 += v * x0
             z11 += v * x1
             z12 += v * x2
             z13 += v * x3
-        a0[j, s], a0[j, s + 1] = _sigmoid(z00), _sigmoid(z01)
-        a0[j, s + 2], a0[j, s + 3] = _sigmoid(z02), _sigmoid(z03)
-        a0[j + 1, s], a0[j + 1, s + 1] = _sigmoid(z10), _sigmoid(z11)
-        a0[j + 1, s + 2], a0[j + 1, s + 3] = _sigmoid(z12), _sigmoid(z13)
-        s += 4
+            z14 += v * x4
+        for i, z in enumerate((z00, z01, z02, z03, z04)):
+            a0[j, s + i] = _sigmoid(z)
+        for i, z in enumerate((z10, z11, z12, z13, z14)):
+            a0[j + 1, s + i] = _sigmoid(z)
+        s += 5
     for r in range(s, m):
         z0, z1 = b0[j], b0[j + 1]
         for k in range(n_in):
-            z0 += w0[j, k] * xb[r, k]
-            z1 += w0[j + 1, k] * xb[r, k]
+            z0 += w0[j, k] * x[rows[r], k]
+            z1 += w0[j + 1, k] * x[rows[r], k]
         a0[j, r], a0[j + 1, r] = _sigmoid(z0), _sigmoid(z1)
 
 
-@_jit_parallel
-def _first_layer_step(w0, b0, w1, a0, d0, d1, xb, m, c, xn, m_next):
-    """Finish a batch and start the next, pairs of hidden units over threads.
+@_jit
+def _unit_partials(w1, a0, parts, p, j, n_units, m):
+    """Set ``parts[p, :, :m]`` to units ``j:j + n_units``' share of layer 1's sums.
 
-    For each unit ``j``: its error (when there is a layer ``w1`` after the
-    first), column ``w1[:, j]``'s update, row ``w0[j]``'s update, and the
-    next batch ``xn``'s forward pass through row ``j``.
+    ``parts[p] = w1[:, j:j+n_units] @ a0[j:j+n_units, :m]``, shapes
+    ``(n_1, n_units) @ (n_units, m)``.
     """
-    n_hidden = w0.shape[0]
-    for p in prange((n_hidden + 1) // 2):
-        j = 2 * p
-        pair = j + 1 < n_hidden
-        if w1.shape[0] > 0:
-            _unit_back(w1, a0, d1, d0, j, m, c)
-            if pair:
-                _unit_back(w1, a0, d1, d0, j + 1, m, c)
-        if pair:
-            _pair_update(w0, b0, xb, d0, j, m, c)
-            _pair_forward(w0, b0, xn, a0, j, m_next)
-        else:
-            _row_update(w0, b0, xb, d0, j, m, c)
-            _first_unit_forward(w0, b0, xn, a0, j, m_next)
+    for i in range(w1.shape[0]):
+        for s in range(m):
+            parts[p, i, s] = w1[i, j] * a0[j, s]
+        for u in range(j + 1, j + n_units):
+            for s in range(m):
+                parts[p, i, s] += w1[i, u] * a0[u, s]
 
 
 @_jit
-def _forward_rest(weights, biases, acts, m):
-    """Forward the batch from the first layer's output to the last."""
-    for l in range(1, len(weights)):
+def _sum_partials(parts, b1, a1, m):
+    """Set ``a1[:, :m]`` to the sigmoid of ``b1`` plus ``parts`` summed in order."""
+    for i in range(a1.shape[0]):
+        for s in range(m):
+            a1[i, s] = b1[i]
+    for p in range(parts.shape[0]):
+        for i in range(a1.shape[0]):
+            for s in range(m):
+                a1[i, s] += parts[p, i, s]
+    for i in range(a1.shape[0]):
+        for s in range(m):
+            a1[i, s] = _sigmoid(a1[i, s])
+
+
+@_jit_parallel
+def _first_layer_step(w0, b0, w1, a0, d0, d1, x, rows, m, c, rows_next, parts):
+    """Finish a batch and start the next, pairs of hidden units over threads.
+
+    For each pair of units ``j, j + 1``: their errors (when there is a
+    layer ``w1`` after the first), the update of columns ``w1[:, j:j+2]``
+    and rows ``w0[j:j+2]`` with samples ``x[rows]``, the forward pass of
+    the next batch ``x[rows_next]`` through those rows, and the pair's
+    share ``parts[j // 2]`` of the next batch's sums in layer 1.
+    """
+    n_hidden = w0.shape[0]
+    m_next = rows_next.shape[0]
+    for p in prange((n_hidden + 1) // 2):
+        j = 2 * p
+        n_units = min(2, n_hidden - j)
+        if w1.shape[0] > 0:
+            for u in range(j, j + n_units):
+                _unit_back(w1, a0, d1, d0, u, m, c)
+        if n_units == 2:
+            _pair_update(w0, b0, x, rows, d0, j, m, c)
+            _pair_forward(w0, b0, x, rows_next, a0, j, m_next)
+        else:
+            _row_update(w0, b0, x, rows, d0, j, m, c)
+            _first_unit_forward(w0, b0, x, rows_next, a0, j, m_next)
+        if w1.shape[0] > 0:
+            _unit_partials(w1, a0, parts, p, j, n_units, m_next)
+
+
+@_jit
+def _forward_from(weights, biases, acts, first, m):
+    """Forward the batch from ``acts[first - 1]`` to the last layer."""
+    for l in range(first, len(weights)):
         _layer_forward(weights[l], biases[l], acts[l - 1], acts[l], m)
 
 
@@ -299,18 +345,22 @@ def _epoch(weights, biases, acts, deltas, x, labels, order, batch_size, eta, cos
     # A (0, 0) stand-in for ``w1`` when there is no hidden layer.
     w1 = weights[1] if n_layers > 1 else np.empty((0, 0), w0.dtype)
     d1 = deltas[1] if n_layers > 1 else deltas[0]
-    xb = np.empty((batch_size, x.shape[1]), x.dtype)
-    xn = np.empty_like(xb)
+    n_pairs = (w0.shape[0] + 1) // 2
+    parts = np.empty((n_pairs, w1.shape[0], batch_size), x.dtype)
     c_arr = np.empty(1, x.dtype)
 
     m = min(batch_size, n)
-    _gather(xb, x, order, 0, m)
-    _first_forward(w0, b0, xb, acts[0], m)
+    _first_forward(w0, b0, x, order, acts[0], m)
+    if n_layers > 1:
+        for p in range(n_pairs):
+            _unit_partials(w1, acts[0], parts, p, 2 * p, min(2, w0.shape[0] - 2 * p), m)
     for start in range(0, n, batch_size):
         m = min(batch_size, n - start)
         c_arr[0] = eta / m
         c = c_arr[0]
-        _forward_rest(weights, biases, acts, m)
+        if n_layers > 1:
+            _sum_partials(parts, biases[1], acts[1], m)
+        _forward_from(weights, biases, acts, 2, m)
         _output_delta(acts[-1], labels, order, start, m, cost, deltas[-1])
 
         # Layers after the first, back to front; their columns are updated
@@ -321,11 +371,11 @@ def _epoch(weights, biases, acts, deltas, x, labels, order, batch_size, eta, cos
         if n_layers > 1:
             _bias_update(biases[1], d1, m, c)
 
-        m_next = min(batch_size, n - start - m)
-        if m_next > 0:
-            _gather(xn, x, order, start + m, m_next)
-        _first_layer_step(w0, b0, w1, acts[0], deltas[0], d1, xb, m, c, xn, m_next)
-        xb, xn = xn, xb
+        rows = order[start : start + m]
+        rows_next = order[start + m : start + m + batch_size]
+        _first_layer_step(
+            w0, b0, w1, acts[0], deltas[0], d1, x, rows, m, c, rows_next, parts
+        )
 
 
 @_jit
@@ -395,8 +445,8 @@ class NumbaKernel(Kernel):
         grad_w = numba.typed.List([np.empty_like(w) for w in net.weights])
         grad_b = numba.typed.List([np.empty_like(b) for b in net.biases])
         with _first_call_lock(("gradients", x.dtype)):
-            _first_forward(weights[0], biases[0], xb, acts[0], m)
-            _forward_rest(weights, biases, acts, m)
+            _first_forward(weights[0], biases[0], xb, order, acts[0], m)
+            _forward_from(weights, biases, acts, 1, m)
             _output_delta(acts[-1], labels, order, 0, m, code, deltas[-1])
             _batch_gradients(weights, acts, deltas, grad_w, grad_b, xb, m)
         return [g / m for g in grad_w], [g / m for g in grad_b]
