@@ -291,16 +291,18 @@ def samples_for(cell, samples, n_train):
 
 
 def load_samples(folder, dtype):
-    """Return ``(train, test)`` pairs with every training image of the files."""
+    """Return ``(train, test)`` pairs with every training image of the files.
+
+    The test images stay uint8; ``Network.evaluate`` scales them.
+    """
     folder = data.data_dir(folder)
     paths = {key: data.find_file(folder, name) for key, name in data.FILES.items()}
-    pairs = []
-    for split in ("train", "test"):
-        images, labels = data.read_pair(
-            paths[f"{split}_images"], paths[f"{split}_labels"]
-        )
-        pairs.append((data.to_float(images, dtype), labels.astype(np.int64)))
-    return tuple(pairs)
+    train_x, train_y = data.read_pair(paths["train_images"], paths["train_labels"])
+    test_x, test_y = data.read_pair(paths["test_images"], paths["test_labels"])
+    return (
+        (data.to_float(train_x, dtype), train_y.astype(np.int64)),
+        (test_x, test_y.astype(np.int64)),
+    )
 
 
 def measure_peak(dtype, n_threads, size=2048, repeats=3):

@@ -183,7 +183,7 @@ def run_train(args):
     print(
         f"{config.kernel}: {list(config.sizes)} {config.cost} eta {config.eta} "
         f"batch {config.batch_size} {config.dtype}, "
-        f"{len(data.train[1])} training / {len(data.test[1])} test images",
+        f"{len(data.train[1])} training / {len(data.test_labels)} test images",
         flush=True,
     )
     document = {"format_version": FORMAT_VERSION, "command": "train"}
@@ -213,7 +213,8 @@ def run_train(args):
             history = train(
                 net, kernel, data.train, epochs=config.epochs,
                 batch_size=config.batch_size, eta=config.eta, cost=config.cost,
-                seed=config.seed, test_data=data.test, on_epoch=on_epoch,
+                seed=config.seed, test_data=(data.test_images, data.test_labels),
+                on_epoch=on_epoch,
             )  # fmt: skip
             document["runtime"] = {**threads.runtime_info(), "kernel": kernel.info()}
     except DivergenceError as err:

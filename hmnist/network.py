@@ -12,6 +12,7 @@ trainer and the kernels.
 import numpy as np
 
 from ._io import atomic_write
+from .data import to_float
 from .errors import ModelError
 
 INITS = ("standard", "scaled")
@@ -85,12 +86,19 @@ class Network:
         """Return the predicted digit for each row of ``x``, ``(n_samples,)``."""
         return np.argmax(self.feedforward(x), axis=1)
 
-    def evaluate(self, x, y, chunk=10_000):
-        """Return how many rows of ``x`` the network classifies as ``y``."""
+    def evaluate(self, x, y, chunk=1_000):
+        """Return how many rows of ``x`` the network classifies as ``y``.
+
+        ``x`` holds pixels in [0, 1], or uint8 pixels (0-255), which are
+        scaled a chunk of rows at a time so that they are never all floats.
+        """
         correct = 0
         for start in range(0, len(x), chunk):
             stop = start + chunk
-            correct += int(np.sum(self.predict(x[start:stop]) == y[start:stop]))
+            x_chunk = x[start:stop]
+            if x_chunk.dtype == np.uint8:
+                x_chunk = to_float(x_chunk, self.dtype)
+            correct += int(np.sum(self.predict(x_chunk) == y[start:stop]))
         return correct
 
     def is_finite(self):

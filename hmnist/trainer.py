@@ -120,7 +120,8 @@ def train(net, kernel, train_data, *, epochs, batch_size, eta, cost, seed,
     seed : int
         Seeds the per-epoch permutations.
     test_data : tuple of ndarray, optional
-        Scored after every epoch; without it ``correct`` and ``total`` are 0.
+        ``(x, y)`` scored after every epoch by ``net.evaluate``: ``x`` in
+        [0, 1] or as uint8 pixels. Without it ``correct`` and ``total`` are 0.
     on_epoch : callable, optional
         Called as ``on_epoch(result, history)`` when an epoch is finished.
     warm_up : bool

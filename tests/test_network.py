@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from hmnist.data import to_float
 from hmnist.errors import ModelError
 from hmnist.network import Network, sigmoid
 
@@ -122,6 +123,17 @@ def test_predict_and_evaluate():
     expected = int(np.sum(predicted == y))
     assert net.evaluate(x, y) == expected
     assert net.evaluate(x, y, chunk=4) == expected
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_evaluate_scales_uint8_pixels_like_floats(dtype):
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 256, (37, 6), dtype=np.uint8)
+    y = rng.integers(0, 4, 37)
+    net = Network([6, 5, 4], seed=2, dtype=dtype)
+    predicted = net.predict(to_float(pixels, dtype))
+    assert net.evaluate(pixels, predicted, chunk=10) == 37
+    assert net.evaluate(pixels, y, chunk=10) == int(np.sum(predicted == y))
 
 
 def test_float32_network_computes_in_float32():
