@@ -1,5 +1,8 @@
 """Network: shapes, seeded initialisation, feedforward, save and load."""
 
+import os
+import stat
+
 import numpy as np
 import pytest
 
@@ -228,6 +231,20 @@ def test_load_rejects_a_file_that_is_not_npz(tmp_path, write):
 def test_load_missing_file(tmp_path):
     with pytest.raises(ModelError):
         Network.load(tmp_path / "nowhere.npz")
+
+
+def test_save_leaves_ordinary_permissions(tmp_path):
+    """A new file gets the umask's mode, a replaced file keeps its own."""
+    umask = os.umask(0o022)
+    try:
+        path = tmp_path / "net.npz"
+        Network([8, 5, 3]).save(path)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644
+        path.chmod(0o640)
+        Network([8, 5, 3]).save(path)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    finally:
+        os.umask(umask)
 
 
 def test_save_is_atomic(tmp_path, monkeypatch):
