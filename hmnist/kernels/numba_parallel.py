@@ -36,10 +36,12 @@ serial per batch is small: adding the pairs' terms, the layers after
 layer 1, the output error and the bias of layer 1.
 
 What it leaves out: NumPy's ``np.dot`` (it would call BLAS, whose threads
-this kernel does not control), and any reordering of samples. The only
-fast-math flags are ``reassoc`` and ``contract`` (sums may be vectorised
-and fused multiply-adds used); results still agree with ``loop`` to the
-rounding bounds the tests state.
+this kernel does not control), any reordering of samples, and tiling the
+rows for large batches: at batch 100 on one thread it is slower than
+``matmul``, likely because a batch's 627 kB of rows no longer fit in L2.
+The only fast-math flags are ``reassoc`` and ``contract`` (sums may be
+vectorised and fused multiply-adds used); results still agree with
+``loop`` to the rounding bounds the tests state.
 """
 
 import contextlib
