@@ -8,7 +8,15 @@ import pytest
 from conftest import idx_bytes, write_idx, write_mnist
 
 from hmnist import cli, data
-from hmnist.data import FILES, DataError, load_mnist, read_images, read_labels
+from hmnist.data import (
+    FILES,
+    DataError,
+    load_mnist,
+    read_images,
+    read_images_split,
+    read_labels,
+    to_float,
+)
 
 
 def images(n=4, rows=28, cols=28, seed=0):
@@ -106,6 +114,79 @@ def test_trailing_bytes(tmp_path):
     with pytest.raises(DataError) as err:
         read_labels(path)
     assert "trailing" in assert_one_line_naming(err, path)
+
+
+# The training images are read a chunk at a time, straight into floats.
+
+
+@pytest.mark.parametrize("gz", [True, False], ids=["gzip", "raw"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("chunk_rows", [1, 3, 10_000])
+@pytest.mark.parametrize("n_float", [1, 7, 20, 25])
+def test_chunked_split_equals_the_whole_file(tmp_path, gz, dtype, chunk_rows, n_float):
+    path = write_idx(tmp_path / "img", idx_bytes(images(20)), gz=gz)
+    whole = read_images(path)
+    x, rest = read_images_split(path, n_float, dtype, chunk_rows=chunk_rows)
+    assert x.dtype == dtype and rest.dtype == np.uint8
+    np.testing.assert_array_equal(x, to_float(whole[:n_float], dtype))
+    np.testing.assert_array_equal(rest, whole[n_float:])
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        idx_bytes(images(5))[:-5],
+        idx_bytes(images(5))[:-784],
+        idx_bytes(images(5))[:9],
+        idx_bytes(images(5))[:2],
+        idx_bytes(images(5)) + b"\x00",
+        idx_bytes(images(5, rows=27)),
+        idx_bytes(images(5, rows=27))[:-3],
+        idx_bytes(np.arange(5)),
+        b"",
+    ],
+    ids=[
+        "cut-in-a-row", "cut-a-row", "cut-header", "cut-magic", "trailing",
+        "27x28", "27x28-cut", "labels", "empty",
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("gz", [True, False], ids=["gzip", "raw"])
+def test_chunked_split_fails_like_the_whole_file(tmp_path, content, gz):
+    path = write_idx(tmp_path / "img", content, gz=gz)
+    with pytest.raises(DataError) as whole:
+        read_images(path)
+    with pytest.raises(DataError) as chunked:
+        read_images_split(path, 2, "float64", chunk_rows=2)
+    assert str(chunked.value) == str(whole.value)
+    assert_one_line_naming(chunked, path)
+
+
+def test_chunked_split_trusts_no_count_in_the_header(tmp_path):
+    # Two billion images claimed, three present: a one-line error, no
+    # attempt to hold them.
+    content = idx_bytes(images(3))
+    content = content[:4] + (2**31).to_bytes(4, "big") + content[8:]
+    path = write_idx(tmp_path / "img", content)
+    with pytest.raises(DataError) as err:
+        read_images_split(path, 60_000, "float64")
+    assert "truncated" in assert_one_line_naming(err, path)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"\x1f\x8b" + b"not a deflate stream at all" * 3,
+        gzip.compress(idx_bytes(images(5)))[:-12],
+        gzip.compress(idx_bytes(images(5)))[:-1000],
+    ],
+    ids=["garbage", "cut-short", "cut-mid-data"],
+)
+def test_chunked_split_of_damaged_gzip(tmp_path, content):
+    path = tmp_path / "img.gz"
+    path.write_bytes(content)
+    with pytest.raises(DataError) as err:
+        read_images_split(path, 2, "float64", chunk_rows=2)
+    assert "gzip" in assert_one_line_naming(err, path)
 
 
 def test_label_out_of_range(tmp_path):
