@@ -39,10 +39,9 @@ What it leaves out: NumPy's ``np.dot`` (it would call BLAS, whose threads
 this kernel does not control), and any reordering of samples. Its time
 per sample does not fall with the batch size, so at batch 100 on one
 thread it is slower than ``matmul``; sweeps tiled by 64 to 256 pixels
-were measured no faster.
-The only fast-math flags are ``reassoc`` and ``contract`` (sums may be
-vectorised and fused multiply-adds used); results still agree with
-``loop`` to the rounding bounds the tests state.
+were measured no faster. The only fast-math flags are ``reassoc`` and
+``contract`` (sums may be vectorised and fused multiply-adds used);
+results still agree with ``loop`` to the rounding bounds the tests state.
 """
 
 import contextlib
@@ -275,12 +274,14 @@ def _pair_forward(w0, b0, x, rows, a0, j, m):
 
 
 @_jit
-def _unit_partials(w1, a0, parts, p, j, n_units, m):
-    """Set ``parts[p, :, :m]`` to units ``j:j + n_units``' share of layer 1's sums.
+def _pair_partials(w1, a0, parts, p, m):
+    """Set ``parts[p, :, :m]`` to pair ``p``'s share of layer 1's sums.
 
-    ``parts[p] = w1[:, j:j+n_units] @ a0[j:j+n_units, :m]``, shapes
-    ``(n_1, n_units) @ (n_units, m)``.
+    Pair ``p`` is units ``j = 2p`` and ``j + 1`` (the last may be alone):
+    ``parts[p] = w1[:, j:j+2] @ a0[j:j+2, :m]``, shapes ``(n_1, 2) @ (2, m)``.
     """
+    j = 2 * p
+    n_units = min(2, a0.shape[0] - j)
     for i in range(w1.shape[0]):
         for s in range(m):
             parts[p, i, s] = w1[i, j] * a0[j, s]
@@ -329,7 +330,7 @@ def _first_layer_step(w0, b0, w1, a0, d0, d1, x, rows, m, c, rows_next, parts):
             _row_update(w0, b0, x, rows, d0, j, m, c)
             _first_unit_forward(w0, b0, x, rows_next, a0, j, m_next)
         if w1.shape[0] > 0:
-            _unit_partials(w1, a0, parts, p, j, n_units, m_next)
+            _pair_partials(w1, a0, parts, p, m_next)
 
 
 @_jit
@@ -356,7 +357,7 @@ def _epoch(weights, biases, acts, deltas, x, labels, order, batch_size, eta, cos
     _first_forward(w0, b0, x, order, acts[0], m)
     if n_layers > 1:
         for p in range(n_pairs):
-            _unit_partials(w1, acts[0], parts, p, 2 * p, min(2, w0.shape[0] - 2 * p), m)
+            _pair_partials(w1, acts[0], parts, p, m)
     for start in range(0, n, batch_size):
         m = min(batch_size, n - start)
         c_arr[0] = eta / m
