@@ -10,30 +10,38 @@ How the work is split across threads, and why. At the book's batch of 10
 the matrices are thin ((100, 784) @ (784, 10)), too small for BLAS to
 spread over cores, and a parallel region per matrix product costs more
 than it saves. Here the split is over the first layer's hidden units
-``j``, in pairs, each thread owning whole rows ``W0[j, :]`` and with them,
-for the same ``j``:
+``j``, in groups of five, each thread owning whole rows ``W0[j, :]`` and
+with them, for the same ``j``:
 
 1. the error of unit ``j``: ``D0[j] = W1[:, j] . D1 * A0[j] (1 - A0[j])``;
 2. the update of column ``W1[:, j]`` (only unit ``j``'s thread reads it);
 3. the update of row ``W0[j, :]`` and ``b0[j]`` with this batch;
 4. the forward pass of the *next* batch through the updated row ``j``;
 5. unit ``j``'s terms ``W1[:, j] A0[j]`` of the next batch's sums in
-   layer 1, kept per pair so that the serial part only adds them up.
+   layer 1, kept per group so that the serial part only adds them up.
 
 With step 4 in the same region, row ``j`` is still in cache from step 3,
 so ``W0`` (the bulk of the weights) goes through cache once per batch, and
 a batch costs one parallel region, not four. With two threads each one's
 half of ``W0`` (314 kB in float64) stays in its core's L2 cache from one
-batch to the next. Inside the region samples go in fives: one sweep along
-two rows reads each pixel once and keeps ten sums in registers, 7 loads
-per 10 multiply-adds, so the loop is bound by multiply-adds rather than by
-loads (a batch of 10 is two sweeps, with no leftover samples). No thread
-writes what another reads, the pairs' terms are added in a fixed order,
-so there are no locks and the weights do not depend on the number of
-threads. The sequence of updates is exactly SGD's: batch ``t + 1`` goes
-forward only through weights that batch ``t`` has updated. What stays
-serial per batch is small: adding the pairs' terms, the layers after
-layer 1, the output error and the bias of layer 1.
+batch to the next. The pixels do not fit in L1 (a batch of 10 is 63 kB),
+so each sweep along the rows streams them from L2, and what bounds a sweep
+is how many loads it needs per multiply-add. Inside the region samples go
+in fives and units in fives: one sweep along five rows reads each of five
+samples' pixels once and keeps 25 sums (or 25 steps of the update) in
+registers, 10 loads per 25 multiply-adds. With AVX-512's 32 registers that
+runs at about 90% of a core's multiply-add rate; pairs of units (7 loads
+per 10) ran at about 60%. No thread writes what another reads, the groups'
+terms are added in a fixed order, so there are no locks and the weights do
+not depend on the number of threads. The sequence of updates is exactly
+SGD's: batch ``t + 1`` goes forward only through weights that batch ``t``
+has updated. What stays serial per batch is small: adding the groups'
+terms, the layers after layer 1, the output error and the bias of layer 1.
+
+The five-wide blocks are written out with 5-tuples (``_take5``,
+``_axpy5``, ``_dot5``), which Numba keeps in registers; a hidden layer
+whose size is not a multiple of five ends with a group that goes one unit
+at a time, and leftover samples of a batch go one at a time.
 
 What it leaves out: NumPy's ``np.dot`` (it would call BLAS, whose threads
 this kernel does not control), and any reordering of samples. Its time
@@ -61,9 +69,17 @@ _FLAGS = {"reassoc", "contract"}
 # Below this many multiply-adds a layer runs serially: a parallel region
 # costs a few microseconds, about what 20,000 multiply-adds take.
 _PARALLEL_MIN_WORK = 20_000
+# Hidden units of the first layer go to threads in groups of this many.
+GROUP = 5
 
 _jit = njit(cache=True, fastmath=_FLAGS)
 _jit_parallel = njit(cache=True, fastmath=_FLAGS, parallel=True)
+
+
+@_jit
+def _n_groups(n_hidden):
+    """Return the number of groups of GROUP units that hold ``n_hidden`` units."""
+    return (n_hidden + GROUP - 1) // GROUP
 
 
 @_jit
@@ -119,13 +135,6 @@ def _first_unit_forward(w0, b0, x, rows, a0, j, m):
         for k in range(w0.shape[1]):
             z += w0[j, k] * x[rows[s], k]
         a0[j, s] = _sigmoid(z)
-
-
-@_jit_parallel
-def _first_forward(w0, b0, x, rows, a0, m):
-    """Forward samples ``x[rows[:m]]`` through the first layer, units over threads."""
-    for j in prange(w0.shape[0]):
-        _first_unit_forward(w0, b0, x, rows, a0, j, m)
 
 
 @_jit
@@ -195,99 +204,166 @@ def _row_update(w0, b0, x, rows, d0, j, m, c):
 
 
 @_jit
-def _pair_update(w0, b0, x, rows, d0, j, m, c):
-    """Update rows ``j`` and ``j + 1`` of ``w0``, five samples per sweep.
+def _fill5(v):
+    """Return the 5-tuple ``(v, v, v, v, v)``."""
+    return v, v, v, v, v
 
-    Each sweep along the two rows reads five samples' pixels once for both
-    rows: 7 loads and 2 stores per 10 multiply-adds, where one row and one
-    sample at a time would need 2 loads and a store per multiply-add.
-    Samples left over when ``m`` is not a multiple of five go one by one.
+
+@_jit
+def _take5(v, i):
+    """Return ``v[i]`` to ``v[i + 4]`` as a tuple, which lives in registers."""
+    return v[i], v[i + 1], v[i + 2], v[i + 3], v[i + 4]
+
+
+@_jit
+def _scale5(c, v, i):
+    """Return ``c * v[i]`` to ``c * v[i + 4]`` as a tuple."""
+    return c * v[i], c * v[i + 1], c * v[i + 2], c * v[i + 3], c * v[i + 4]
+
+
+@_jit
+def _column5(w, j, k):
+    """Return ``w[j, k]`` to ``w[j + 4, k]`` as a tuple."""
+    return w[j, k], w[j + 1, k], w[j + 2, k], w[j + 3, k], w[j + 4, k]
+
+
+@_jit
+def _dot5(p, q):
+    """Return the dot product of two 5-tuples."""
+    return p[0] * q[0] + p[1] * q[1] + p[2] * q[2] + p[3] * q[3] + p[4] * q[4]
+
+
+@_jit
+def _axpy5(z, u, q):
+    """Return the 5-tuple ``z + u * q``."""
+    return (
+        z[0] + u * q[0], z[1] + u * q[1], z[2] + u * q[2],
+        z[3] + u * q[3], z[4] + u * q[4],
+    )  # fmt: skip
+
+
+@_jit
+def _group_update(w0, b0, x, rows, d0, j, m, c):
+    """Update rows ``j`` to ``j + 4`` of ``w0`` and ``b0`` with the batch's error.
+
+    Samples go five at a time: a sweep along the five rows reads five
+    samples' pixels once for all of them, 10 loads and 5 stores per 25
+    multiply-adds, the 25 steps ``c * d0[j + u, s + i]`` held in registers.
+    Samples left over when ``m`` is not a multiple of five go one at a
+    time, still five rows per sweep.
     """
     n_in = w0.shape[1]
     s = 0
     while s + 5 <= m:
-        r0, r1, r2, r3, r4 = rows[s], rows[s + 1], rows[s + 2], rows[s + 3], rows[s + 4]
-        p0, p1, p2, p3, p4 = (
-            c * d0[j, s], c * d0[j, s + 1], c * d0[j, s + 2],
-            c * d0[j, s + 3], c * d0[j, s + 4],
-        )  # fmt: skip
-        q0, q1, q2, q3, q4 = (
-            c * d0[j + 1, s], c * d0[j + 1, s + 1], c * d0[j + 1, s + 2],
-            c * d0[j + 1, s + 3], c * d0[j + 1, s + 4],
-        )  # fmt: skip
+        r = _take5(rows, s)
+        # p0[i] is unit j's step for sample s + i, and so on.
+        p0, p1 = _scale5(c, d0[j], s), _scale5(c, d0[j + 1], s)
+        p2, p3 = _scale5(c, d0[j + 2], s), _scale5(c, d0[j + 3], s)
+        p4 = _scale5(c, d0[j + 4], s)
         for k in range(n_in):
-            x0, x1, x2 = x[r0, k], x[r1, k], x[r2, k]
-            x3, x4 = x[r3, k], x[r4, k]
-            w0[j, k] = w0[j, k] - p0 * x0 - p1 * x1 - p2 * x2 - p3 * x3 - p4 * x4
-            w0[j + 1, k] = (
-                w0[j + 1, k] - q0 * x0 - q1 * x1 - q2 * x2 - q3 * x3 - q4 * x4
-            )
-        b0[j] -= p0 + p1 + p2 + p3 + p4
-        b0[j + 1] -= q0 + q1 + q2 + q3 + q4
+            xk = x[r[0], k], x[r[1], k], x[r[2], k], x[r[3], k], x[r[4], k]
+            w0[j, k] -= _dot5(p0, xk)
+            w0[j + 1, k] -= _dot5(p1, xk)
+            w0[j + 2, k] -= _dot5(p2, xk)
+            w0[j + 3, k] -= _dot5(p3, xk)
+            w0[j + 4, k] -= _dot5(p4, xk)
+        for u, p in enumerate((p0, p1, p2, p3, p4)):
+            b0[j + u] -= p[0] + p[1] + p[2] + p[3] + p[4]
         s += 5
-    for r in range(s, m):
-        p, q = c * d0[j, r], c * d0[j + 1, r]
+    for i in range(s, m):
+        # One sample, the five units' steps as a tuple.
+        p = _scale5(c, d0[j : j + 5, i], 0)
         for k in range(n_in):
-            w0[j, k] -= p * x[rows[r], k]
-            w0[j + 1, k] -= q * x[rows[r], k]
-        b0[j] -= p
-        b0[j + 1] -= q
+            xk = x[rows[i], k]
+            w0[j, k] -= p[0] * xk
+            w0[j + 1, k] -= p[1] * xk
+            w0[j + 2, k] -= p[2] * xk
+            w0[j + 3, k] -= p[3] * xk
+            w0[j + 4, k] -= p[4] * xk
+        for u in range(5):
+            b0[j + u] -= p[u]
 
 
 @_jit
-def _pair_forward(w0, b0, x, rows, a0, j, m):
-    """Set ``a0[j]`` and ``a0[j + 1]`` for samples ``x[rows[:m]]``, five at a time.
+def _group_forward(w0, b0, x, rows, a0, j, m):
+    """Set ``a0[j:j+5, :m]``, five units' outputs for samples ``x[rows[:m]]``.
 
-    Ten sums live in registers through a sweep: 7 loads per 10 multiply-adds.
+    Samples go five at a time: a sweep keeps 25 sums in registers (``z0[i]``
+    is unit ``j``'s for sample ``s + i``), 10 loads per 25 multiply-adds.
+    Leftover samples go one at a time, five units per sweep.
     """
     n_in = w0.shape[1]
     s = 0
     while s + 5 <= m:
-        r0, r1, r2, r3, r4 = rows[s], rows[s + 1], rows[s + 2], rows[s + 3], rows[s + 4]
-        z00 = z01 = z02 = z03 = z04 = b0[j]
-        z10 = z11 = z12 = z13 = z14 = b0[j + 1]
+        r = _take5(rows, s)
+        z0, z1, z2 = _fill5(b0[j]), _fill5(b0[j + 1]), _fill5(b0[j + 2])
+        z3, z4 = _fill5(b0[j + 3]), _fill5(b0[j + 4])
         for k in range(n_in):
-            u, v = w0[j, k], w0[j + 1, k]
-            x0, x1, x2 = x[r0, k], x[r1, k], x[r2, k]
-            x3, x4 = x[r3, k], x[r4, k]
-            z00 += u * x0
-            z01 += u * x1
-            z02 += u * x2
-            z03 += u * x3
-            z04 += u * x4
-            z10 += v * x0
-            z11 += v * x1
-            z12 += v * x2
-            z13 += v * x3
-            z14 += v * x4
-        for i, z in enumerate((z00, z01, z02, z03, z04)):
-            a0[j, s + i] = _sigmoid(z)
-        for i, z in enumerate((z10, z11, z12, z13, z14)):
-            a0[j + 1, s + i] = _sigmoid(z)
+            xk = x[r[0], k], x[r[1], k], x[r[2], k], x[r[3], k], x[r[4], k]
+            z0 = _axpy5(z0, w0[j, k], xk)
+            z1 = _axpy5(z1, w0[j + 1, k], xk)
+            z2 = _axpy5(z2, w0[j + 2, k], xk)
+            z3 = _axpy5(z3, w0[j + 3, k], xk)
+            z4 = _axpy5(z4, w0[j + 4, k], xk)
+        for u, z in enumerate((z0, z1, z2, z3, z4)):
+            for i in range(5):
+                a0[j + u, s + i] = _sigmoid(z[i])
         s += 5
-    for r in range(s, m):
-        z0, z1 = b0[j], b0[j + 1]
+    for i in range(s, m):
+        z = _take5(b0, j)
         for k in range(n_in):
-            z0 += w0[j, k] * x[rows[r], k]
-            z1 += w0[j + 1, k] * x[rows[r], k]
-        a0[j, r], a0[j + 1, r] = _sigmoid(z0), _sigmoid(z1)
+            z = _axpy5(z, x[rows[i], k], _column5(w0, j, k))
+        for u in range(5):
+            a0[j + u, i] = _sigmoid(z[u])
 
 
 @_jit
-def _pair_partials(w1, a0, parts, p, m):
-    """Set ``parts[p, :, :m]`` to pair ``p``'s share of layer 1's sums.
+def _group_back(w1, a0, d1, d0, j, m, c):
+    """Set ``d0[j:j+5, :m]`` from columns ``w1[:, j:j+5]``, then update them.
 
-    Pair ``p`` is units ``j = 2p`` and ``j + 1`` (the last may be alone):
-    ``parts[p] = w1[:, j:j+2] @ a0[j:j+2, :m]``, shapes ``(n_1, 2) @ (2, m)``.
+    The error of the five units is ``(w1[:, j:j+5].T @ d1) * a0 (1 - a0)``
+    and the columns' step ``c * d1 @ a0[j:j+5].T``, shapes
+    ``(5, n_1) @ (n_1, m)`` and ``(n_1, m) @ (m, 5)``; the five units' sums
+    go together in a tuple. The update comes after the error, which needs
+    the columns as they were.
     """
-    j = 2 * p
-    n_units = min(2, a0.shape[0] - j)
-    for i in range(w1.shape[0]):
+    one = a0.dtype.type(1)
+    for s in range(m):
+        acc = _fill5(one - one)
+        for r in range(w1.shape[0]):
+            acc = _axpy5(acc, d1[r, s], _take5(w1[r], j))
+        a = _column5(a0, j, s)
+        for u in range(5):
+            d0[j + u, s] = acc[u] * a[u] * (one - a[u])
+    for r in range(w1.shape[0]):
+        grad = _fill5(one - one)
         for s in range(m):
-            parts[p, i, s] = w1[i, j] * a0[j, s]
-        for u in range(j + 1, j + n_units):
+            grad = _axpy5(grad, d1[r, s], _column5(a0, j, s))
+        for u in range(5):
+            w1[r, j + u] -= c * grad[u]
+
+
+@_jit
+def _group_partials(w1, a0, parts, g, m):
+    """Set ``parts[g, :, :m]`` to group ``g``'s share of layer 1's sums.
+
+    Group ``g`` is units ``j = 5 g`` to ``j + 4`` (the last group may hold
+    fewer): ``parts[g] = w1[:, j:j+5] @ a0[j:j+5, :m]``, shapes
+    ``(n_1, 5) @ (5, m)``.
+    """
+    j = GROUP * g
+    stop = min(j + GROUP, a0.shape[0])
+    for i in range(w1.shape[0]):
+        if stop - j == GROUP:
+            w = _take5(w1[i], j)
             for s in range(m):
-                parts[p, i, s] += w1[i, u] * a0[u, s]
+                parts[g, i, s] = _dot5(w, _column5(a0, j, s))
+            continue
+        for s in range(m):
+            parts[g, i, s] = w1[i, j] * a0[j, s]
+        for u in range(j + 1, stop):
+            for s in range(m):
+                parts[g, i, s] += w1[i, u] * a0[u, s]
 
 
 @_jit
@@ -296,41 +372,60 @@ def _sum_partials(parts, b1, a1, m):
     for i in range(a1.shape[0]):
         for s in range(m):
             a1[i, s] = b1[i]
-    for p in range(parts.shape[0]):
+    for g in range(parts.shape[0]):
         for i in range(a1.shape[0]):
             for s in range(m):
-                a1[i, s] += parts[p, i, s]
+                a1[i, s] += parts[g, i, s]
     for i in range(a1.shape[0]):
         for s in range(m):
             a1[i, s] = _sigmoid(a1[i, s])
 
 
+@_jit
+def _group_first_forward(w0, b0, x, rows, a0, g, m):
+    """Forward samples ``x[rows[:m]]`` through group ``g`` of the first layer."""
+    j = GROUP * g
+    if j + GROUP <= w0.shape[0]:
+        _group_forward(w0, b0, x, rows, a0, j, m)
+    else:
+        for u in range(j, w0.shape[0]):
+            _first_unit_forward(w0, b0, x, rows, a0, u, m)
+
+
+@_jit_parallel
+def _first_forward(w0, b0, x, rows, a0, m):
+    """Forward samples ``x[rows[:m]]`` through the first layer, groups over threads."""
+    for g in prange(_n_groups(w0.shape[0])):
+        _group_first_forward(w0, b0, x, rows, a0, g, m)
+
+
 @_jit_parallel
 def _first_layer_step(w0, b0, w1, a0, d0, d1, x, rows, m, c, rows_next, parts):
-    """Finish a batch and start the next, pairs of hidden units over threads.
+    """Finish a batch and start the next, groups of hidden units over threads.
 
-    For each pair of units ``j, j + 1``: their errors (when there is a
-    layer ``w1`` after the first), the update of columns ``w1[:, j:j+2]``
-    and rows ``w0[j:j+2]`` with samples ``x[rows]``, the forward pass of
-    the next batch ``x[rows_next]`` through those rows, and the pair's
-    share ``parts[j // 2]`` of the next batch's sums in layer 1.
+    For each group of five units ``j`` to ``j + 4``: their errors (when
+    there is a layer ``w1`` after the first), the update of columns
+    ``w1[:, j:j+5]`` and rows ``w0[j:j+5]`` with samples ``x[rows]``, the
+    forward pass of the next batch ``x[rows_next]`` through those rows, and
+    the group's share ``parts[j // 5]`` of the next batch's sums in layer 1.
     """
     n_hidden = w0.shape[0]
     m_next = rows_next.shape[0]
-    for p in prange((n_hidden + 1) // 2):
-        j = 2 * p
-        n_units = min(2, n_hidden - j)
-        if w1.shape[0] > 0:
-            for u in range(j, j + n_units):
-                _unit_back(w1, a0, d1, d0, u, m, c)
-        if n_units == 2:
-            _pair_update(w0, b0, x, rows, d0, j, m, c)
-            _pair_forward(w0, b0, x, rows_next, a0, j, m_next)
+    for g in prange(_n_groups(n_hidden)):
+        j = GROUP * g
+        stop = min(j + GROUP, n_hidden)
+        if stop - j == GROUP:
+            if w1.shape[0] > 0:
+                _group_back(w1, a0, d1, d0, j, m, c)
+            _group_update(w0, b0, x, rows, d0, j, m, c)
         else:
-            _row_update(w0, b0, x, rows, d0, j, m, c)
-            _first_unit_forward(w0, b0, x, rows_next, a0, j, m_next)
+            for u in range(j, stop):
+                if w1.shape[0] > 0:
+                    _unit_back(w1, a0, d1, d0, u, m, c)
+                _row_update(w0, b0, x, rows, d0, u, m, c)
+        _group_first_forward(w0, b0, x, rows_next, a0, g, m_next)
         if w1.shape[0] > 0:
-            _pair_partials(w1, a0, parts, p, m_next)
+            _group_partials(w1, a0, parts, g, m_next)
 
 
 @_jit
@@ -349,15 +444,15 @@ def _epoch(weights, biases, acts, deltas, x, labels, order, batch_size, eta, cos
     # A (0, 0) stand-in for ``w1`` when there is no hidden layer.
     w1 = weights[1] if n_layers > 1 else np.empty((0, 0), w0.dtype)
     d1 = deltas[1] if n_layers > 1 else deltas[0]
-    n_pairs = (w0.shape[0] + 1) // 2
-    parts = np.empty((n_pairs, w1.shape[0], batch_size), x.dtype)
+    n_groups = _n_groups(w0.shape[0])
+    parts = np.empty((n_groups, w1.shape[0], batch_size), x.dtype)
     c_arr = np.empty(1, x.dtype)
 
     m = min(batch_size, n)
     _first_forward(w0, b0, x, order, acts[0], m)
     if n_layers > 1:
-        for p in range(n_pairs):
-            _pair_partials(w1, acts[0], parts, p, m)
+        for g in range(n_groups):
+            _group_partials(w1, acts[0], parts, g, m)
     for start in range(0, n, batch_size):
         m = min(batch_size, n - start)
         c_arr[0] = eta / m
