@@ -38,6 +38,12 @@ SGD's: batch ``t + 1`` goes forward only through weights that batch ``t``
 has updated. What stays serial per batch is small: adding the groups'
 terms, the layers after layer 1, the output error and the bias of layer 1.
 
+The batch after next is not yet in cache: its rows lie anywhere in the
+training array. Each group asks the CPU to prefetch a share of them while
+it works, so that the next region finds them in cache; measured in one
+process against the same kernel without it, that makes float32 epochs 7%
+faster and leaves float64 at 2 threads unchanged (4% slower at 1 thread).
+
 The five-wide blocks are written out with 5-tuples (``_take5``,
 ``_axpy5``, ``_dot5``), which Numba keeps in registers; a hidden layer
 whose size is not a multiple of five ends with a group that goes one unit
@@ -60,7 +66,10 @@ from pathlib import Path
 
 import numba
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from .. import costs, threads
 from .base import Kernel
@@ -74,6 +83,38 @@ GROUP = 5
 
 _jit = njit(cache=True, fastmath=_FLAGS)
 _jit_parallel = njit(cache=True, fastmath=_FLAGS, parallel=True)
+
+
+@intrinsic
+def _prefetch(typingctx, a, i, k):
+    """Ask the CPU to bring the cache line of ``a[i, k]`` into L2, not waiting."""
+
+    def codegen(context, builder, signature, args):
+        a_type = signature.args[0]
+        array = context.make_array(a_type)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, a_type, array, args[1:])
+        byte_ptr = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module,
+            ir.FunctionType(ir.VoidType(), [byte_ptr, i32, i32, i32]),
+            "llvm.prefetch.p0",
+        )
+        # read, locality 2 (L2 and outward), data cache
+        builder.call(fn, [builder.bitcast(ptr, byte_ptr), i32(0), i32(2), i32(1)])
+        return context.get_dummy_value()
+
+    return types.void(a, i, k), codegen
+
+
+@_jit
+def _prefetch_share(x, rows, share, n_shares):
+    """Prefetch share ``share`` of ``n_shares`` of the rows ``x[rows]``, by lines."""
+    per_line = 64 // x.itemsize
+    n_lines = (x.shape[1] + per_line - 1) // per_line
+    total = rows.shape[0] * n_lines
+    for t in range(share * total // n_shares, (share + 1) * total // n_shares):
+        _prefetch(x, rows[t // n_lines], (t % n_lines) * per_line)
 
 
 @_jit
@@ -400,18 +441,23 @@ def _first_forward(w0, b0, x, rows, a0, m):
 
 
 @_jit_parallel
-def _first_layer_step(w0, b0, w1, a0, d0, d1, x, rows, m, c, rows_next, parts):
+def _first_layer_step(
+    w0, b0, w1, a0, d0, d1, x, rows, m, c, rows_next, parts, rows_after
+):
     """Finish a batch and start the next, groups of hidden units over threads.
 
     For each group of five units ``j`` to ``j + 4``: their errors (when
     there is a layer ``w1`` after the first), the update of columns
     ``w1[:, j:j+5]`` and rows ``w0[j:j+5]`` with samples ``x[rows]``, the
     forward pass of the next batch ``x[rows_next]`` through those rows, and
-    the group's share ``parts[j // 5]`` of the next batch's sums in layer 1.
+    the group's share ``parts[j // 5]`` of the next batch's sums in layer 1;
+    and a prefetch of its share of the batch after, ``x[rows_after]``.
     """
     n_hidden = w0.shape[0]
     m_next = rows_next.shape[0]
-    for g in prange(_n_groups(n_hidden)):
+    n_groups = _n_groups(n_hidden)
+    for g in prange(n_groups):
+        _prefetch_share(x, rows_after, g, n_groups)
         j = GROUP * g
         stop = min(j + GROUP, n_hidden)
         if stop - j == GROUP:
@@ -472,8 +518,21 @@ def _epoch(weights, biases, acts, deltas, x, labels, order, batch_size, eta, cos
 
         rows = order[start : start + m]
         rows_next = order[start + m : start + m + batch_size]
+        rows_after = order[start + m + batch_size : start + m + 2 * batch_size]
         _first_layer_step(
-            w0, b0, w1, acts[0], deltas[0], d1, x, rows, m, c, rows_next, parts
+            w0,
+            b0,
+            w1,
+            acts[0],
+            deltas[0],
+            d1,
+            x,
+            rows,
+            m,
+            c,
+            rows_next,
+            parts,
+            rows_after,
         )
 
 
