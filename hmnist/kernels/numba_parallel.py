@@ -51,11 +51,13 @@ at a time, and leftover samples of a batch go one at a time.
 
 What it leaves out: NumPy's ``np.dot`` (it would call BLAS, whose threads
 this kernel does not control), and any reordering of samples. Its time
-per sample does not fall with the batch size, so at batch 100 on one
-thread it is slower than ``matmul``; sweeps tiled by 64 to 256 pixels
-were measured no faster. The only fast-math flags are ``reassoc`` and
-``contract`` (sums may be vectorised and fused multiply-adds used);
-results still agree with ``loop`` to the rounding bounds the tests state.
+per sample does not fall with the batch size, as a matrix product's
+does, so its lead over ``matmul`` shrinks from 2.4x at batch 10 to 1.1x
+at batch 100 (one thread, float64). The sigmoid calls ``exp`` one value
+at a time, since a vectorised ``exp`` would need Intel's SVML library.
+The only fast-math flags are ``reassoc`` and ``contract`` (sums may be
+vectorised and fused multiply-adds used); results still agree with
+``loop`` to the rounding bounds the tests state.
 """
 
 import contextlib
