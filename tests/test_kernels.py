@@ -5,6 +5,10 @@ whole parameter list, so that a weight that happens to be near zero does
 not turn rounding into a large elementwise ratio.
 """
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from conftest import SMALL_EPOCHS, make_batch, rel_diff
@@ -227,3 +231,55 @@ def test_numba_rejects_samples_it_cannot_use(x):
         kernels.get("numba").train_epoch(
             net, x, np.zeros(4, np.int64), np.arange(4), 2, 1.0, "quadratic"
         )
+
+
+# ----------------------------------------------------------------------------
+# The numba kernel's sigmoid: glibc's vector exp where the CPU has one
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("m", [7, 13])
+def test_numba_sigmoid_rows_match_numpy(dtype, m):
+    from hmnist.kernels import numba_parallel as nb
+
+    z = np.linspace(-40, 40, 5 * 13).reshape(5, 13).astype(dtype)
+    # Extremes where exp overflows or underflows, in a row alone (scalar
+    # exp only) and in a run of whole rows (vector exp when m == 13).
+    z[0, :4] = z[2, :4] = [-1000, 1000, 0, -0.0]
+    a = z.copy()
+    nb._sigmoid_rows(a, 1, 5, m)
+    nb._sigmoid_rows(a, 0, 1, m)
+
+    with np.errstate(over="ignore"):
+        want = 1 / (1 + np.exp(-z[:, :m].astype(np.float64)))
+    np.testing.assert_allclose(a[:, :m], want, rtol=8 * np.finfo(dtype).eps, atol=0)
+    for row in (0, 2):
+        np.testing.assert_array_equal(a[row, :4], [0, 1, 0.5, 0.5])
+    np.testing.assert_array_equal(a[:, m:], z[:, m:])  # past m: untouched
+
+
+SCALAR_EXP_RUN = """
+import numpy as np
+from hmnist import kernels
+from hmnist.kernels import numba_parallel
+from hmnist.network import Network
+assert numba_parallel.VECTOR_BYTES == 0, numba_parallel.VECTOR_BYTES
+rng = np.random.default_rng(0)
+x, y = rng.random((205, 50)), rng.integers(0, 10, 205)
+order = rng.permutation(205)
+want, net = Network([50, 12, 10]), Network([50, 12, 10])
+kernels.get("loop").train_epoch(want, x, y, order, 10, 3.0, "quadratic")
+kernels.get("numba").train_epoch(net, x, y, order, 10, 3.0, "quadratic")
+for p, q in zip(net.weights + net.biases, want.weights + want.biases):
+    np.testing.assert_allclose(p, q, rtol=1e-10, atol=1e-12)
+"""
+
+
+def test_numba_without_vector_exp_matches_loop(tmp_path):
+    # Compiling for a generic CPU turns libmvec off: the scalar path alone.
+    env = {**os.environ, "NUMBA_CPU_NAME": "generic", "NUMBA_CACHE_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", SCALAR_EXP_RUN],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr

@@ -44,6 +44,16 @@ it works, so that the next region finds them in cache; measured in one
 process against the same kernel without it, that makes float32 epochs 7%
 faster and leaves float64 at 2 threads unchanged (4% slower at 1 thread).
 
+The sigmoid takes a whole register of values at a time: Numba's ``exp``
+is scalar (the llvmlite wheels have no SVML), so ``_sigmoid_lanes`` calls
+glibc's vector ``exp`` (libmvec) on 8 float64s or 16 float32s, five times
+faster than one value at a time. Its results are within 4 ulp of the
+scalar ``exp``'s; machines without libmvec or AVX2 use the scalar one.
+With that and the batch's labels read in sequence (``y[order]``, not a
+random gather), epochs took 0.90x the time in float64 and 0.94x in
+float32, on two threads, measured in one process against the kernel
+without them.
+
 The five-wide blocks are written out with 5-tuples (``_take5``,
 ``_axpy5``, ``_dot5``), which Numba keeps in registers; a hidden layer
 whose size is not a multiple of five ends with a group that goes one unit
@@ -53,11 +63,10 @@ What it leaves out: NumPy's ``np.dot`` (it would call BLAS, whose threads
 this kernel does not control), and any reordering of samples. Its time
 per sample does not fall with the batch size, as a matrix product's
 does, so its lead over ``matmul`` shrinks from 2.4x at batch 10 to 1.1x
-at batch 100 (one thread, float64). The sigmoid calls ``exp`` one value
-at a time, since a vectorised ``exp`` would need Intel's SVML library.
-The only fast-math flags are ``reassoc`` and ``contract`` (sums may be
-vectorised and fused multiply-adds used); results still agree with
-``loop`` to the rounding bounds the tests state.
+at batch 100 (one thread, float64). The only fast-math flags are
+``reassoc`` and ``contract`` (sums may be vectorised and fused
+multiply-adds used); results still agree with ``loop`` to the rounding
+bounds the tests state.
 """
 
 import contextlib
@@ -66,6 +75,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import llvmlite.binding as llvm
 import numba
 import numpy as np
 from llvmlite import ir
@@ -85,6 +95,35 @@ GROUP = 5
 
 _jit = njit(cache=True, fastmath=_FLAGS)
 _jit_parallel = njit(cache=True, fastmath=_FLAGS, parallel=True)
+
+# glibc's vector exp (libmvec), by register width in bytes and dtype bits.
+_VECTOR_EXP = {
+    (64, 64): "_ZGVeN8v_exp", (64, 32): "_ZGVeN16v_expf",
+    (32, 64): "_ZGVdN4v_exp", (32, 32): "_ZGVdN8v_expf",
+}  # fmt: skip
+
+
+def _vector_bytes():
+    """Return the register width of the vector exp this process can call, or 0.
+
+    That is 64 bytes with AVX-512, 32 with AVX2, and 0 (scalar ``exp``)
+    without glibc's libmvec, on other CPUs, or when ``NUMBA_CPU_NAME``
+    makes Numba compile for a CPU other than this one.
+    """
+    if numba.config.CPU_NAME is not None:
+        return 0
+    features = llvm.get_host_cpu_features()
+    width = 64 if features.get("avx512f") else 32 if features.get("avx2") else 0
+    if width == 0:
+        return 0
+    try:
+        llvm.load_library_permanently("libmvec.so.1")
+    except RuntimeError:
+        return 0
+    return width
+
+
+VECTOR_BYTES = _vector_bytes()
 
 
 @intrinsic
@@ -107,6 +146,38 @@ def _prefetch(typingctx, a, i, k):
         return context.get_dummy_value()
 
     return types.void(a, i, k), codegen
+
+
+@intrinsic
+def _sigmoid_lanes(typingctx, v, i):
+    """Replace ``v[i:i + n]`` by its sigmoid, ``n`` filling one register.
+
+    ``v`` is 1-D and contiguous; libmvec's exp takes the whole register.
+    """
+    bits = v.dtype.bitwidth
+    lanes = VECTOR_BYTES * 8 // bits
+
+    def codegen(context, builder, signature, args):
+        if lanes == 0:
+            # Never called: _sigmoid_run takes the scalar path instead.
+            return context.get_dummy_value()
+        v_type = signature.args[0]
+        array = context.make_array(v_type)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, v_type, array, [args[1]])
+        vector = ir.VectorType(ir.DoubleType() if bits == 64 else ir.FloatType(), lanes)
+        vector_ptr = builder.bitcast(ptr, vector.as_pointer())
+        z = builder.load(vector_ptr, align=bits // 8)
+        exp = cgutils.get_or_insert_function(
+            builder.module,
+            ir.FunctionType(vector, [vector]),
+            _VECTOR_EXP[VECTOR_BYTES, bits],
+        )
+        one = ir.Constant(vector, [1.0] * lanes)
+        a = builder.fdiv(one, builder.fadd(one, builder.call(exp, [builder.fneg(z)])))
+        builder.store(a, vector_ptr, align=bits // 8)
+        return context.get_dummy_value()
+
+    return types.void(v, i), codegen
 
 
 @_jit
@@ -132,6 +203,32 @@ def _sigmoid(z):
 
 
 @_jit
+def _sigmoid_run(v, start, stop):
+    """Replace ``v[start:stop]`` of a 1-D array by its sigmoid, a register at a time."""
+    i = start
+    if VECTOR_BYTES > 0:
+        lanes = VECTOR_BYTES // v.itemsize
+        while i + lanes <= stop:
+            _sigmoid_lanes(v, i)
+            i += lanes
+    for t in range(i, stop):
+        v[t] = _sigmoid(v[t])
+
+
+@_jit
+def _sigmoid_rows(a, first, stop, m):
+    """Replace ``a[first:stop, :m]`` by its sigmoid; ``a`` is C-contiguous."""
+    flat = a.reshape(a.size)
+    width = a.shape[1]
+    if m == width:
+        # Whole rows: one contiguous run.
+        _sigmoid_run(flat, first * width, stop * width)
+        return
+    for r in range(first, stop):
+        _sigmoid_run(flat, r * width, r * width + m)
+
+
+@_jit
 def _unit_forward(w, b, a_in, a_out, i, m):
     """Set ``a_out[i, :m]``, unit ``i``'s output; ``a_in`` is ``(n_in, batch)``.
 
@@ -143,8 +240,7 @@ def _unit_forward(w, b, a_in, a_out, i, m):
     for k in range(w.shape[1]):
         for s in range(m):
             a_out[i, s] += w[i, k] * a_in[k, s]
-    for s in range(m):
-        a_out[i, s] = _sigmoid(a_out[i, s])
+    _sigmoid_rows(a_out, i, i + 1, m)
 
 
 @_jit
@@ -177,15 +273,19 @@ def _first_unit_forward(w0, b0, x, rows, a0, j, m):
         z = b0[j]
         for k in range(w0.shape[1]):
             z += w0[j, k] * x[rows[s], k]
-        a0[j, s] = _sigmoid(z)
+        a0[j, s] = z
+    _sigmoid_rows(a0, j, j + 1, m)
 
 
 @_jit
-def _output_delta(a, labels, order, start, m, cost, delta):
-    """Set ``delta[:, :m]`` to the output error dC/dz (cost 0 quadratic, 1 CE)."""
+def _output_delta(a, labels, start, m, cost, delta):
+    """Set ``delta[:, :m]`` to the output error dC/dz (cost 0 quadratic, 1 CE).
+
+    ``labels`` are in the epoch's order, so a batch's are read in sequence.
+    """
     one = a.dtype.type(1)
     for s in range(m):
-        label = labels[order[start + s]]
+        label = labels[start + s]
         for i in range(a.shape[0]):
             target = one if i == label else one - one
             if cost == 0:
@@ -350,14 +450,15 @@ def _group_forward(w0, b0, x, rows, a0, j, m):
             z4 = _axpy5(z4, w0[j + 4, k], xk)
         for u, z in enumerate((z0, z1, z2, z3, z4)):
             for i in range(5):
-                a0[j + u, s + i] = _sigmoid(z[i])
+                a0[j + u, s + i] = z[i]
         s += 5
     for i in range(s, m):
         z = _take5(b0, j)
         for k in range(n_in):
             z = _axpy5(z, x[rows[i], k], _column5(w0, j, k))
         for u in range(5):
-            a0[j + u, i] = _sigmoid(z[u])
+            a0[j + u, i] = z[u]
+    _sigmoid_rows(a0, j, j + 5, m)
 
 
 @_jit
@@ -419,9 +520,7 @@ def _sum_partials(parts, b1, a1, m):
         for i in range(a1.shape[0]):
             for s in range(m):
                 a1[i, s] += parts[g, i, s]
-    for i in range(a1.shape[0]):
-        for s in range(m):
-            a1[i, s] = _sigmoid(a1[i, s])
+    _sigmoid_rows(a1, 0, a1.shape[0], m)
 
 
 @_jit
@@ -485,7 +584,10 @@ def _forward_from(weights, biases, acts, first, m):
 
 @_jit
 def _epoch(weights, biases, acts, deltas, x, labels, order, batch_size, eta, cost):
-    """Run every mini-batch of one epoch; see NumbaKernel.train_epoch."""
+    """Run every mini-batch of one epoch; see NumbaKernel.train_epoch.
+
+    ``labels`` are in the epoch's order: ``labels[t]`` is that of ``x[order[t]]``.
+    """
     n_layers = len(weights)
     n = order.shape[0]
     w0, b0 = weights[0], biases[0]
@@ -508,7 +610,7 @@ def _epoch(weights, biases, acts, deltas, x, labels, order, batch_size, eta, cos
         if n_layers > 1:
             _sum_partials(parts, biases[1], acts[1], m)
         _forward_from(weights, biases, acts, 2, m)
-        _output_delta(acts[-1], labels, order, start, m, cost, deltas[-1])
+        _output_delta(acts[-1], labels, start, m, cost, deltas[-1])
 
         # Layers after the first, back to front; their columns are updated
         # right after they have given the error of the layer before.
@@ -585,7 +687,7 @@ class NumbaKernel(Kernel):
         _check_arrays(net, x)
         weights, biases, acts, deltas = self._buffers(net, batch_size)
         order = np.ascontiguousarray(order, dtype=np.int64)
-        labels = np.ascontiguousarray(y, dtype=np.int64)
+        labels = np.ascontiguousarray(y[order], dtype=np.int64)
         code = costs.CODES[costs.check(cost)]
         with _first_call_lock(("epoch", x.dtype)):
             _epoch(
@@ -607,7 +709,7 @@ class NumbaKernel(Kernel):
         with _first_call_lock(("gradients", x.dtype)):
             _first_forward(weights[0], biases[0], xb, order, acts[0], m)
             _forward_from(weights, biases, acts, 1, m)
-            _output_delta(acts[-1], labels, order, 0, m, code, deltas[-1])
+            _output_delta(acts[-1], labels, 0, m, code, deltas[-1])
             _batch_gradients(weights, acts, deltas, grad_w, grad_b, xb, m)
         return [g / m for g in grad_w], [g / m for g in grad_b]
 
