@@ -630,8 +630,9 @@ def run_bench(args):
         numba_threads=options["numba_threads"], batch_sizes=options["batch_sizes"],
         sizes=options["sizes"], dtypes=options["dtypes"],
     )  # fmt: skip
-    most = threads.max_numba_threads()
-    too_many = [c for c in cells if (c.numba_threads or 0) > most]
+    with_numba = [c for c in cells if c.numba_threads]
+    most = threads.max_numba_threads() if with_numba else None
+    too_many = [c for c in with_numba if c.numba_threads > most]
     if too_many:
         say(
             f"hmnist bench: skipped {len(too_many)} cells that need more than "

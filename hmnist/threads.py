@@ -5,16 +5,21 @@ already loaded in the process: import what a computation needs (NumPy,
 a peer framework) before entering :func:`limit`. Numba's threads are set
 with ``numba.set_num_threads``, which may not exceed the pool Numba
 started with (``NUMBA_NUM_THREADS``, by default the number of cores).
+
+Numba is imported only when a Numba thread count is asked for: it loads
+LLVM, about 120 MB resident and half a second, which a run of the loop,
+matmul or peer kernels does not need.
 """
 
 import contextlib
 import os
 import platform
 import subprocess
+import sys
 import warnings
+from importlib import metadata
 from pathlib import Path
 
-import numba as _numba
 import numpy as np
 import threadpoolctl
 
@@ -37,9 +42,16 @@ def cores():
         return os.cpu_count() or 1
 
 
+def _numba():
+    """Return the Numba module, importing it if this process has not yet."""
+    import numba
+
+    return numba
+
+
 def max_numba_threads():
     """Return the largest count ``numba.set_num_threads`` accepts."""
-    return _numba.config.NUMBA_NUM_THREADS
+    return _numba().config.NUMBA_NUM_THREADS
 
 
 def oversubscribed(blas, numba_threads):
@@ -77,14 +89,17 @@ def limit(blas=None, numba=None):
             OversubscriptionWarning,
             stacklevel=3,
         )
-    before = _numba.get_num_threads()
     with threadpoolctl.threadpool_limits(limits=blas, user_api="blas"):
-        if numba is not None:
-            _numba.set_num_threads(numba)
+        if numba is None:
+            yield
+            return
+        numba_module = _numba()
+        before = numba_module.get_num_threads()
+        numba_module.set_num_threads(numba)
         try:
             yield
         finally:
-            _numba.set_num_threads(before)
+            numba_module.set_num_threads(before)
 
 
 def blas_threads():
@@ -98,10 +113,13 @@ def blas_threads():
 
 def threading_layer():
     """Return the threading layer Numba uses, or the configured one before use."""
+    numba = sys.modules.get("numba")
+    if numba is None:
+        return "not loaded"
     try:
-        return _numba.threading_layer()
+        return numba.threading_layer()
     except ValueError:
-        return f"{_numba.config.THREADING_LAYER} (not started)"
+        return f"{numba.config.THREADING_LAYER} (not started)"
 
 
 def cpu_model():
@@ -115,17 +133,22 @@ def cpu_model():
 
 
 def runtime_info():
-    """Return a JSON-ready description of the machine and its thread pools."""
+    """Return a JSON-ready description of the machine and its thread pools.
+
+    Numba's threads are described only if this process has loaded Numba
+    (None otherwise); describing them does not load it.
+    """
+    numba = sys.modules.get("numba")
     return {
         "cpu": cpu_model(),
         "machine": platform.machine(),
         "cores": cores(),
         "python": platform.python_version(),
         "numpy": np.__version__,
-        "numba": _numba.__version__,
+        "numba": metadata.version("numba"),
         "threadpoolctl": threadpoolctl.__version__,
-        "numba_threads": _numba.get_num_threads(),
-        "numba_max_threads": max_numba_threads(),
+        "numba_threads": numba.get_num_threads() if numba else None,
+        "numba_max_threads": max_numba_threads() if numba else None,
         "threading_layer": threading_layer(),
         "threadpool_info": threadpoolctl.threadpool_info(),
         "env": {name: os.environ.get(name) for name in ENV_VARS},

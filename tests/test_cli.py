@@ -87,6 +87,27 @@ def test_usage_error_in_a_process_has_no_traceback():
     assert "--batch-size" in done.stderr
 
 
+@pytest.mark.parametrize("kernel", ["matmul", "loop"])
+def test_a_run_without_the_numba_kernel_never_imports_numba(
+    tiny_mnist, tmp_path, kernel
+):
+    record = tmp_path / "run.json"
+    argv = [*fast_train(tiny_mnist, "--json", str(record)), "--kernel", kernel]
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "hmnist", *argv],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    imported = [line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()]
+    assert "hmnist.trainer" in imported  # the import log is there
+    assert not [
+        name for name in imported if name.split(".")[0] in ("numba", "llvmlite")
+    ]
+    runtime = json.loads(record.read_text())["runtime"]
+    assert runtime["threading_layer"] == "not loaded"
+    assert runtime["numba_threads"] is None
+
+
 # ----------------------------------------------------------------------------
 # Data errors: exit 1, one line naming the file
 
