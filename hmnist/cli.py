@@ -154,8 +154,15 @@ def add_train(sub):
     p.add_argument("--dtype", choices=DTYPES, default="float64")
     p.add_argument("--seed", type=int_range(0, 2**32 - 1), default=0)
     p.add_argument("--train-size", type=int_range(1, 60_000), default=50_000)
-    p.add_argument("--blas-threads", type=int_range(1, 1024), default=None)
-    p.add_argument("--numba-threads", type=numba_threads, default=None)
+    p.add_argument(
+        "--blas-threads", type=int_range(1, 1024), default=None, metavar="N",
+        help="NumPy's BLAS threads (default: BLAS's own for loop and matmul, "
+        "1 for the other kernels)",
+    )  # fmt: skip
+    p.add_argument(
+        "--numba-threads", type=numba_threads, default=None, metavar="N",
+        help="Numba's threads (default: NUMBA_NUM_THREADS, the cores)",
+    )  # fmt: skip
     p.add_argument("--data", type=folder, metavar="DIR", help="MNIST files' folder")
     p.add_argument(
         "--save", type=output_file, metavar="FILE", help="write the network (.npz)"
@@ -204,10 +211,18 @@ def run_train(args):
             progress.update(history.as_dict(), status="running")
             write_json(args.json, {**document, **progress})
 
+    # A kernel that does not run on NumPy's BLAS gets it held at 1 unless
+    # --blas-threads says otherwise: the evaluation after each epoch would
+    # wake BLAS threads that stay busy-waiting for about 0.1 s (OpenBLAS idles
+    # 2^28 CPU cycles before it sleeps), into the next epoch, on the cores
+    # the kernel's own threads need.
+    blas = args.blas_threads
+    if blas is None and kernel.pool != "blas":
+        blas = 1
     # Overflow warnings are noise: the trainer checks every epoch for NaN/inf.
     try:
         with (
-            threads.limit(blas=args.blas_threads, numba=args.numba_threads),
+            threads.limit(blas=blas, numba=args.numba_threads),
             np.errstate(over="ignore", invalid="ignore"),
         ):
             history = train(

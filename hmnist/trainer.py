@@ -132,6 +132,13 @@ def train(net, kernel, train_data, *, epochs, batch_size, eta, cost, seed,
     DivergenceError
         When an epoch leaves NaN or inf in the weights; ``net`` then holds
         those weights, so a caller must not save it.
+
+    Notes
+    -----
+    ``net.evaluate`` runs on NumPy's BLAS. For a kernel with threads of its
+    own, hold BLAS at 1 around the call (``kernel.limit_threads(n)`` or
+    ``threads.limit(blas=1, numba=n)``): otherwise the BLAS threads the
+    evaluation woke busy-wait into the next epoch on the kernel's cores.
     """
     costs.check(cost)
     x, y = train_data

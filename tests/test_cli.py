@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import threadpoolctl
 
 from hmnist import cli
 from hmnist.data import FILES, load_mnist
@@ -179,6 +180,25 @@ def test_json_has_config_and_every_epoch(tiny_mnist, tmp_path, capsys):
             assert key in record
         assert (record["correct"], record["total"]) == (int(line[2]), int(line[3]))
         assert record["accuracy"] == record["correct"] / record["total"]
+
+
+@pytest.mark.parametrize(
+    "kernel, extra, expected",
+    [("numba", [], 1), ("numba", ["--blas-threads", "2"], 2), ("matmul", [], 2)],
+    ids=["numba holds BLAS at 1", "numba as told", "matmul keeps BLAS's own"],
+)
+def test_train_holds_blas_at_1_for_a_kernel_not_on_blas(
+    tiny_mnist, tmp_path, capsys, kernel, extra, expected
+):
+    path = tmp_path / "run.json"
+    argv = fast_train(tiny_mnist, "--json", str(path), *extra)
+    argv[argv.index("--kernel") + 1] = kernel
+    # BLAS starts at 2 threads here whatever the machine's cores.
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        assert cli.main(argv) == 0
+    pools = json.loads(path.read_text())["runtime"]["threadpool_info"]
+    blas = [pool["num_threads"] for pool in pools if pool["user_api"] == "blas"]
+    assert blas and set(blas) == {expected}
 
 
 def test_saved_network_scores_the_last_epoch(tiny_mnist, tmp_path, capsys):

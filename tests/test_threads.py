@@ -1,6 +1,10 @@
 """threads.limit: BLAS and Numba threads set together and restored."""
 
+import ast
 import json
+import os
+import subprocess
+import sys
 import warnings
 
 import numba
@@ -103,3 +107,30 @@ def test_runtime_info_is_json_ready():
     assert info["cores"] == threads.cores()
     assert info["numba_threads"] == numba.get_num_threads()
     assert "threadpool_info" in info
+
+
+# A fresh process: the numba kernel warms up inside a limit of one BLAS
+# thread, BLAS having started with two.
+_WARM_UP_UNDER_A_LIMIT = """
+import numpy as np, threadpoolctl
+from hmnist import kernels
+from hmnist.network import Network
+kernel = kernels.get("numba")
+with kernel.limit_threads(1):
+    x, y = np.random.default_rng(0).random((40, 784)), np.zeros(40, np.int64)
+    kernel.warm_up(Network([784, 30, 10]), x, y, "quadratic", 10)
+    pools = threadpoolctl.threadpool_info()
+print([(p["filepath"], p["num_threads"]) for p in pools if p["user_api"] == "blas"])
+"""
+
+
+def test_every_blas_library_the_numba_kernel_loads_is_under_its_limit():
+    """Numba's first compile loads SciPy's OpenBLAS: it must load before the limit."""
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "2"}
+    done = subprocess.run(
+        [sys.executable, "-c", _WARM_UP_UNDER_A_LIMIT],
+        capture_output=True, text=True, env=env, check=True,
+    )  # fmt: skip
+    pools = ast.literal_eval(done.stdout.strip().splitlines()[-1])
+    assert pools
+    assert [n for _, n in pools] == [1] * len(pools), pools

@@ -86,6 +86,13 @@ from numba.extending import intrinsic
 from .. import costs, threads
 from .base import Kernel
 
+# Numba's first compilation imports SciPy's BLAS, when SciPy is installed,
+# for its own np.dot. Loading it here, with the kernel and before any
+# threads.limit, puts that second OpenBLAS under the limits as well:
+# threadpoolctl reaches only the libraries already loaded.
+with contextlib.suppress(ImportError):
+    import scipy.linalg.cython_blas  # noqa: F401
+
 _FLAGS = {"reassoc", "contract"}
 # Below this many multiply-adds a layer runs serially: a parallel region
 # costs a few microseconds, about what 20,000 multiply-adds take.
