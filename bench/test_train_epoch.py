@@ -58,6 +58,7 @@ def test_train_epoch(benchmark, mnist, kernel_name, n_threads, batch_size, dtype
         warmup = kernel.warm_up(
             initial, x, y, bench.COST, batch_size, n_samples=n_samples
         )
+        bench.settle()  # the benchmark before may have left BLAS threads spinning
         benchmark.group = f"batch {batch_size} {dtype}"
         benchmark.extra_info.update(
             kernel=kernel_name, threads=n_threads, pool=kernel.pool,

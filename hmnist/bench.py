@@ -8,7 +8,8 @@ dtype. Each cell is measured in the same way:
 2. the thread limit: the kernel's own pool (``kernel.limit_threads(n)``),
    or BLAS and Numba set apart (``threads.limit(blas=, numba=)``);
 3. the kernel's warm-up (JIT compile, first BLAS call), timed but not
-   counted;
+   counted, then a pause (:func:`settle`) for the threads of pools used
+   before to go to sleep;
 4. ``repeats`` timed runs of ``kernel.train_epoch`` over the same samples,
    each from a copy of the same initial network, so that every repeat,
    and every kernel, does the same work;
@@ -58,6 +59,12 @@ COST, ETA = "quadratic", 3.0
 # Kernels this many times slower than the others time that fraction of the
 # samples, so that a cell of theirs takes about as long as anyone's.
 SLOW_KERNELS = {"loop": 10, "torch": 10}
+# Idle threads of the pool that ran last keep their cores busy for a while:
+# OpenBLAS's spin for 2^28 CPU cycles (0.1 s at 2.7 GHz) before they sleep.
+# A Numba epoch that starts within that time, after the evaluation of the
+# cell before it, runs up to half as fast again; so a cell's timed repeats
+# start this long after its warm-up, enough for a clock of 1 GHz.
+SETTLE_SECONDS = 0.3
 # Kernels whose threads are fixed when their framework starts (XLA sizes its
 # pool to the cores the process may use): each of their cells is measured
 # in a child process started on as many cores as the cell has threads.
@@ -118,6 +125,11 @@ PRESETS = {
         dtypes=("float64", "float32"), samples=30_000, repeats=5,
     ),
 }  # fmt: skip
+
+
+def settle():
+    """Wait until idle threads of the pools used before have gone to sleep."""
+    time.sleep(SETTLE_SECONDS)
 
 
 def flops_per_sample(sizes):
@@ -381,6 +393,7 @@ def measure_cell(cell, kernel, train, test, *, samples, repeats, seed):
             warnings.simplefilter("ignore", threads.OversubscriptionWarning)
             limited.enter_context(cell.limit(kernel))
         warmup = kernel.warm_up(initial, x, y, COST, cell.batch_size, samples)
+        settle()
         for _ in range(repeats):
             net = initial.copy()
             gc.collect()

@@ -140,6 +140,27 @@ def test_record_layout(tiny_mnist, tmp_path, run_hmnist):
     assert "| matmul |" in stdout
 
 
+def test_timed_repeats_start_after_the_warm_up_and_a_pause(tiny_mnist, monkeypatch):
+    kernel = kernels.get("matmul")
+    events = []
+
+    def log(name, call):
+        def logged(*args, **kwargs):
+            events.append(name)
+            return call(*args, **kwargs)
+
+        return logged
+
+    monkeypatch.setattr(kernel, "warm_up", log("warm-up", kernel.warm_up))
+    monkeypatch.setattr(kernel, "train_epoch", log("epoch", kernel.train_epoch))
+    monkeypatch.setattr(bench, "settle", log("pause", lambda: None))
+    cell = bench.Cell("matmul", 1, 1, None, 10, (784, 5, 10), "float64")
+    train, test = bench.load_samples(tiny_mnist, "float64")
+    bench.measure_cell(cell, kernel, train, test, samples=20, repeats=3, seed=0)
+    assert events[0] == "warm-up"
+    assert events[-4:] == ["pause", "epoch", "epoch", "epoch"]
+
+
 def test_an_interrupted_write_leaves_the_old_file_whole(
     tiny_mnist, tmp_path, monkeypatch
 ):
