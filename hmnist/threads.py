@@ -155,16 +155,27 @@ def runtime_info():
     }
 
 
-def git_commit():
-    """Return hmnist's git commit (``-dirty`` if changed), or None outside git."""
-    top = Path(__file__).resolve().parent.parent
+def git_commit(top=None):
+    """Return hmnist's git commit, or None outside git.
+
+    The commit ends in ``-dirty`` when a tracked file outside ``results/``
+    has changed: a run that rewrites the committed results (``make
+    results``) is still a run of the committed code.
+
+    Parameters
+    ----------
+    top : str or Path, optional
+        The work tree; by default the one this module is in.
+    """
+    top = Path(__file__).resolve().parent.parent if top is None else Path(top)
     try:
         commit = subprocess.run(
             ["git", "-C", str(top), "rev-parse", "HEAD"],
             capture_output=True, text=True, check=True, timeout=10,
         ).stdout.strip()  # fmt: skip
         changes = subprocess.run(
-            ["git", "-C", str(top), "status", "--porcelain", "--untracked-files=no"],
+            ["git", "-C", str(top), "status", "--porcelain", "--untracked-files=no",
+             "--", ".", ":(exclude)results"],
             capture_output=True, text=True, check=True, timeout=10,
         ).stdout.strip()  # fmt: skip
     except (OSError, subprocess.SubprocessError):

@@ -134,3 +134,27 @@ def test_every_blas_library_the_numba_kernel_loads_is_under_its_limit():
     pools = ast.literal_eval(done.stdout.strip().splitlines()[-1])
     assert pools
     assert [n for _, n in pools] == [1] * len(pools), pools
+
+
+def test_git_commit_is_dirty_for_changed_code_not_for_changed_results(tmp_path):
+    def git(*argv):
+        subprocess.run(["git", "-C", str(tmp_path), *argv], check=True,
+                       capture_output=True)  # fmt: skip
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "standard.json").write_text("{}")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "start")
+    clean = threads.git_commit(tmp_path)
+    assert len(clean) == 40 and not clean.endswith("-dirty")
+
+    (tmp_path / "results" / "standard.json").write_text('{"cells": []}')
+    assert threads.git_commit(tmp_path) == clean
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert threads.git_commit(tmp_path) == f"{clean}-dirty"
+
+
+def test_git_commit_outside_git_is_none(tmp_path):
+    assert threads.git_commit(tmp_path) is None
