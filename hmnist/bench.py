@@ -16,6 +16,11 @@ dtype. Each cell is measured in the same way:
 5. the test accuracy of the network the last repeat trained, so that
    equal computations can be seen to be equal.
 
+Before and after each cell, :func:`hmnist.probe.round_trip_ns` times a
+cache line's round trip between two cores: on a virtual machine it says
+whether the cores were placed close together or far apart while the
+cell ran, which changes how fast threads that meet often can go.
+
 A kernel whose threads are fixed when its framework starts (JAX, see
 ``CHILD_KERNELS``) is measured in a child process started on as many
 cores as the cell has threads, in the same five steps on the same data
@@ -619,6 +624,8 @@ def run(document, cells, path, kernel_of, *, data_dir=None, samples, repeats,
         refuses it, or its child process fails), which is skipped; and
         for each warning a child process raised.
     """
+    from . import probe  # loads Numba, which a report of the results does not need
+
     loaded = (None, None)
     for cell in cells:
         if loaded[0] != cell.dtype:
@@ -638,6 +645,7 @@ def run(document, cells, path, kernel_of, *, data_dir=None, samples, repeats,
             )
         kernel = kernel_of[cell.kernel]
         n_samples = samples_for(cell, samples, len(train[1]))
+        round_trips = [probe.round_trip_ns()]
         try:
             if cell.kernel in CHILD_KERNELS:
                 measured = measure_in_child(
@@ -657,6 +665,8 @@ def run(document, cells, path, kernel_of, *, data_dir=None, samples, repeats,
                 f"{cell.label()}: skipped: {err}", RuntimeWarning, stacklevel=2
             )
             continue
+        round_trips.append(probe.round_trip_ns())
+        measured["core_round_trip_ns"] = round_trips
         record = make_record(cell, kernel.pool, measured, peak)
         document["cells"].append(record)
         document["machine"] = threads.runtime_info()

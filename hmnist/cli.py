@@ -265,6 +265,7 @@ def add_info(sub):
 
 def run_info(args):
     """Print the runtime: CPU, cores, BLAS libraries, Numba's threading."""
+    from . import probe
     from .network import Network
 
     # One tiny run starts Numba's thread pool, so the layer it chose is known.
@@ -272,6 +273,7 @@ def run_info(args):
     x, y = np.zeros((2, 4)), np.zeros(2, dtype=np.int64)
     kernels.get("numba").warm_up(net, x, y, "quadratic", batch_size=2)
     info = {**threads.runtime_info(), "commit": threads.git_commit()}
+    info["core_round_trip_ns"] = probe.round_trip_ns()
     if args.json:
         print(json.dumps(info, indent=1))
         return 0
@@ -287,6 +289,9 @@ def run_info(args):
             f"({lib.get('architecture')}, {lib['num_threads']} threads) "
             f"{lib['filepath']}"
         )
+    trip = info["core_round_trip_ns"]
+    if trip is not None:
+        print(f"cores      a cache line's round trip between two cores: {trip:.0f} ns")
     for name, value in info["env"].items():
         if value is not None:
             print(f"env        {name}={value}")

@@ -191,6 +191,7 @@ def speedup_table(cells, machines):
             "test_accuracy": _percent(record["test_accuracy"]),
             "samples": record["samples"],
             "repeats": len(record["repeat_seconds"]),
+            "round_trip_ns": _slowest(record.get("core_round_trip_ns")),
         }
         for kernel, base in over.items():
             t0 = base.get(_config(record))
@@ -214,6 +215,7 @@ def speedup_table(cells, machines):
         Column("samples", "samples"),
         Column("accuracy %", "test_accuracy", "{:.2f}"),
         Column("repeats", "repeats", markdown=False),
+        Column("core trip ns", "round_trip_ns", "{:.0f}"),
     ]
     notes = [
         "s/epoch: median seconds per 60,000 samples, IQR its interquartile range "
@@ -221,11 +223,20 @@ def speedup_table(cells, machines):
         "test set after training them once, equal for equal work); "
         "x loop, x matmul: speedup over that kernel at one thread on the same "
         "batch, sizes and dtype; % peak: of a large matrix product through the "
-        "same BLAS on as many threads."
+        "same BLAS on as many threads; core trip ns: a cache line's round trip "
+        "between two cores, the slower of before and after the cell "
+        "(`hmnist.probe`): a few hundred ns means the virtual cores sat far apart, "
+        "which slows threads that meet every batch."
     ]
     if any(record.get("oversubscribed") for record in cells):
         notes.append("\\* more threads than cores (oversubscribed).")
     return Table("Speedups", columns, rows, notes)
+
+
+def _slowest(round_trips):
+    """Return the largest of a cell's measured round trips, or None."""
+    measured = [ns for ns in round_trips or () if ns is not None]
+    return max(measured) if measured else None
 
 
 def _percent(fraction):

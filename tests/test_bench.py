@@ -137,6 +137,8 @@ def test_record_layout(tiny_mnist, tmp_path, run_hmnist):
         assert cell["kernel_info"]["name"] == "matmul"
         assert isinstance(cell["threadpool_info"], list)
         assert cell["process"] == "parent"
+        before, after = cell["core_round_trip_ns"]
+        assert all(ns is None or ns > 0 for ns in (before, after))
     assert "| matmul |" in stdout
 
 

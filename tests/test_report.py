@@ -118,6 +118,23 @@ def test_speedup_table(results, run_hmnist):
     assert "16.67" in (results.parent / "hand.md").read_text()
 
 
+def test_core_round_trip_is_the_slower_of_a_cells_two(tmp_path, run_hmnist):
+    far, unknown = cell("numba", 2, 0.6), cell("numba", 1, 1.0)
+    far["core_round_trip_ns"] = [81.0, 352.4]
+    unknown["core_round_trip_ns"] = [None, None]
+    path = write(
+        tmp_path / "trips.json", document([cell("loop", 1, 10.0), far, unknown])
+    )
+    code, out, err = run_hmnist([*REPORT, str(path)])
+    assert code == 0, err
+    rows = read_csv(tmp_path / "trips-speedup.csv")
+    by_threads = {(r["kernel"], r["threads"]): r["round_trip_ns"] for r in rows}
+    assert by_threads[("numba", "2")] == "352.4"
+    assert by_threads[("numba", "1")] == ""  # the probe could not run
+    assert by_threads[("loop", "1")] == ""  # a file from before the probe
+    assert "| 352 |" in out
+
+
 def test_scaling_table(results, run_hmnist):
     assert run_hmnist([*REPORT, str(results)])[0] == 0
     rows = read_csv(results.parent / "hand-scaling.csv")
