@@ -632,6 +632,8 @@ def run(document, cells, path, kernel_of, *, data_dir=None, samples, repeats,
             loaded = (None, None)  # free one dtype's copy before the next
             loaded = (cell.dtype, load_samples(data_dir, cell.dtype))
         train, test = loaded[1]
+        # Measured before the peak's BLAS threads could spin on the cores.
+        round_trips = [probe.round_trip_ns()]
         n_peak = peak_threads(cell)
         peak = find_peak(document, cell.dtype, n_peak)
         if peak is None:
@@ -645,7 +647,6 @@ def run(document, cells, path, kernel_of, *, data_dir=None, samples, repeats,
             )
         kernel = kernel_of[cell.kernel]
         n_samples = samples_for(cell, samples, len(train[1]))
-        round_trips = [probe.round_trip_ns()]
         try:
             if cell.kernel in CHILD_KERNELS:
                 measured = measure_in_child(
@@ -665,6 +666,7 @@ def run(document, cells, path, kernel_of, *, data_dir=None, samples, repeats,
                 f"{cell.label()}: skipped: {err}", RuntimeWarning, stacklevel=2
             )
             continue
+        settle()  # after the evaluation's BLAS threads
         round_trips.append(probe.round_trip_ns())
         measured["core_round_trip_ns"] = round_trips
         record = make_record(cell, kernel.pool, measured, peak)
