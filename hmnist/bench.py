@@ -67,8 +67,9 @@ SLOW_KERNELS = {"loop": 10, "torch": 10}
 # Idle threads of the pool that ran last keep their cores busy for a while:
 # OpenBLAS's spin for 2^28 CPU cycles (0.1 s at 2.7 GHz) before they sleep.
 # A Numba epoch that starts within that time, after the evaluation of the
-# cell before it, runs up to half as fast again; so a cell's timed repeats
-# start this long after its warm-up, enough for a clock of 1 GHz.
+# cell before it, runs up to 1.5x slower (bench/test_pool_handoff.py); so a
+# cell's timed repeats start this long after its warm-up, enough for a
+# clock of 1 GHz.
 SETTLE_SECONDS = 0.3
 # Kernels whose threads are fixed when their framework starts (XLA sizes its
 # pool to the cores the process may use): each of their cells is measured
