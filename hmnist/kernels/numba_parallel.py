@@ -62,7 +62,7 @@ at a time, and leftover samples of a batch go one at a time.
 What it leaves out: NumPy's ``np.dot`` (it would call BLAS, whose threads
 this kernel does not control), and any reordering of samples. Its time
 per sample does not fall with the batch size, as a matrix product's
-does, so its lead over ``matmul`` shrinks from 2.2x at batch 10 to 1.2x
+does, so its lead over ``matmul`` shrinks from 2.2x at batch 10 to 1.1x
 at batch 100 (one thread, float64). The only fast-math flags are
 ``reassoc`` and ``contract`` (sums may be vectorised and fused
 multiply-adds used); results still agree with ``loop`` to the rounding
