@@ -19,7 +19,8 @@ dtype. Each cell is measured in the same way:
 Before and after each cell, :func:`hmnist.probe.round_trip_ns` times a
 cache line's round trip between two cores: on a virtual machine it says
 whether the cores were placed close together or far apart while the
-cell ran, which changes how fast threads that meet often can go.
+cell ran, which went with slower 2-thread numba cells on this suite's
+machine.
 
 A kernel whose threads are fixed when its framework starts (JAX, see
 ``CHILD_KERNELS``) is measured in a child process started on as many

@@ -3,11 +3,11 @@
 On a virtual machine the hypervisor places the virtual cores on physical
 ones and moves them. On this suite's 2-core machine a line written by one
 core reached the other and came back in about 80 ns in some stretches
-and about 360 ns in others, each lasting tens of seconds; the numba
-kernel, whose two threads meet twice a batch, ran about 30% slower in
-the second kind, while each core alone ran as fast as ever. A benchmark
-record that carries this number says which kind of stretch it was
-measured in.
+and about 330 ns in others, each lasting from seconds to minutes, and
+the numba kernel's epochs on two threads took about 1.2x as long in the
+second kind. A benchmark record that carries this number says which
+kind of stretch it was measured in; it does not say why a cell was slow
+(profiles of far stretches found the cores' own work slowed as well).
 
 The probe is two of Numba's threads passing a counter back and forth
 through one cache line: one writes an odd value and waits for the next

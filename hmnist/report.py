@@ -226,7 +226,7 @@ def speedup_table(cells, machines):
         "same BLAS on as many threads; core trip ns: a cache line's round trip "
         "between two cores, the slower of before and after the cell "
         "(`hmnist.probe`): a few hundred ns means the virtual cores sat far apart, "
-        "which slows threads that meet every batch."
+        "which can slow a cell's threads."
     ]
     if any(record.get("oversubscribed") for record in cells):
         notes.append("\\* more threads than cores (oversubscribed).")
