@@ -628,14 +628,16 @@ def run(document, cells, path, kernel_of, *, data_dir=None, samples, repeats,
     """
     from . import probe  # loads Numba, which a report of the results does not need
 
+    # One probe between cells serves as the round trip after one cell and
+    # before the next: it is taken after a pause and before any peak's
+    # matrix product, so no BLAS threads spin on the cores while it runs.
+    trip = probe.round_trip_ns()
     loaded = (None, None)
     for cell in cells:
         if loaded[0] != cell.dtype:
             loaded = (None, None)  # free one dtype's copy before the next
             loaded = (cell.dtype, load_samples(data_dir, cell.dtype))
         train, test = loaded[1]
-        # Measured before the peak's BLAS threads could spin on the cores.
-        round_trips = [probe.round_trip_ns()]
         n_peak = peak_threads(cell)
         peak = find_peak(document, cell.dtype, n_peak)
         if peak is None:
@@ -668,9 +670,10 @@ def run(document, cells, path, kernel_of, *, data_dir=None, samples, repeats,
                 f"{cell.label()}: skipped: {err}", RuntimeWarning, stacklevel=2
             )
             continue
+        before = trip
         settle()  # after the evaluation's BLAS threads
-        round_trips.append(probe.round_trip_ns())
-        measured["core_round_trip_ns"] = round_trips
+        trip = probe.round_trip_ns()
+        measured["core_round_trip_ns"] = [before, trip]
         record = make_record(cell, kernel.pool, measured, peak)
         document["cells"].append(record)
         document["machine"] = threads.runtime_info()
