@@ -21,11 +21,10 @@ reports None rather than hanging.
 import time
 
 import numpy as np
-from numba import njit, prange, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import njit, prange
 
 from . import threads
+from .atomics import load, store
 
 # Values of one round trip, and how many to time per measurement.
 ROUND_TRIPS = 20_000
@@ -37,58 +36,28 @@ _MAX_SPINS = 500_000_000
 _COUNTER, _ABORT = 0, 8
 
 
-def _slot_pointer(context, builder, array_type, array, index):
-    """Return the LLVM pointer to ``array[index]`` of a 1-D array."""
-    native = context.make_array(array_type)(context, builder, array)
-    return cgutils.get_item_pointer(context, builder, array_type, native, [index])
-
-
-@intrinsic
-def _load(typingctx, a, i):
-    """Read ``a[i]`` atomically, with acquire ordering."""
-
-    def codegen(context, builder, signature, args):
-        ptr = _slot_pointer(context, builder, signature.args[0], *args)
-        return builder.load_atomic(ptr, "acquire", 8)
-
-    return types.int64(a, i), codegen
-
-
-@intrinsic
-def _store(typingctx, a, i, v):
-    """Write ``a[i] = v`` atomically, with release ordering."""
-
-    def codegen(context, builder, signature, args):
-        ptr = _slot_pointer(context, builder, signature.args[0], args[0], args[1])
-        value = context.cast(builder, args[2], signature.args[2], types.int64)
-        builder.store_atomic(value, ptr, "release", 8)
-        return context.get_dummy_value()
-
-    return types.void(a, i, v), codegen
-
-
 @njit(parallel=True, cache=True)
 def _ping_pong(shared, n, max_spins):
     """Pass the counter ``shared[0]`` between two threads ``n`` times."""
     for side in prange(2):
         for i in range(n):
             if side == 0:
-                _store(shared, _COUNTER, 2 * i + 1)
+                store(shared, _COUNTER, 2 * i + 1)
                 want = 2 * i + 2
             else:
                 want = 2 * i + 1
             spins = 0
-            while _load(shared, _COUNTER) != want:
+            while load(shared, _COUNTER) != want:
                 spins += 1
                 if spins % 1024 == 0 and (
-                    spins > max_spins or _load(shared, _ABORT) != 0
+                    spins > max_spins or load(shared, _ABORT) != 0
                 ):
-                    _store(shared, _ABORT, 1)
+                    store(shared, _ABORT, 1)
                     break
-            if _load(shared, _ABORT) != 0:
+            if load(shared, _ABORT) != 0:
                 break
             if side == 1:
-                _store(shared, _COUNTER, 2 * i + 2)
+                store(shared, _COUNTER, 2 * i + 2)
 
 
 def round_trip_ns(repeats=5, n=ROUND_TRIPS):
