@@ -217,6 +217,79 @@ def test_numba_same_bits_on_one_and_two_threads(mnist_shaped, sizes):
         assert np.array_equal(p, q)
 
 
+# The numba kernel runs a net with one hidden layer as one parallel region
+# whose threads meet at spin barriers, and falls back to a region a batch
+# when its team of threads does not form.
+
+
+def region_a_batch_epoch(net, x, y, order, batch_size, eta, cost):
+    """Run the numba kernel's region-a-batch epoch on ``net``, in place."""
+    from hmnist.kernels import numba_parallel as nb
+
+    weights, biases, acts, deltas = nb.NumbaKernel()._buffers(net, batch_size)
+    labels = np.ascontiguousarray(y[order], dtype=np.int64)
+    nb._epoch(
+        weights, biases, acts, deltas, x, labels, order.astype(np.int64),
+        batch_size, eta, costs.CODES[cost],
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("sizes, batch_size", [([784, 30, 10], 10), ([784, 33, 10], 7)])
+def test_numba_team_and_region_a_batch_give_the_same_bits(
+    mnist_shaped, sizes, batch_size, n_threads
+):
+    if n_threads > threads.max_numba_threads():
+        pytest.skip("Numba's pool has a single thread")
+    x, y, order = mnist_shaped
+    x, y, order = x[:205], y[:205], np.random.default_rng(5).permutation(205)
+    team, regions = Network(sizes, seed=4), Network(sizes, seed=4)
+    with threads.limit(numba=n_threads):
+        kernels.get("numba").train_epoch(
+            team, x, y, order, batch_size, 3.0, "quadratic"
+        )
+        region_a_batch_epoch(regions, x, y, order, batch_size, 3.0, "quadratic")
+    for p, q in zip(team.weights + team.biases, regions.weights + regions.biases):
+        assert np.array_equal(p, q)
+
+
+def test_numba_team_that_cannot_form_changes_nothing():
+    from hmnist.kernels import numba_parallel as nb
+
+    x, y = make_batch(40, 12, 10, seed=2)
+    net = Network([12, 10, 10], seed=1)
+    before = net.copy()
+    work = [np.zeros((n, 10)) for n in (10, 10, 10, 10)]  # a0, d0, a1, d1
+    parts = np.zeros((2, 10, 10))
+    sync = nb._team_sync(2)
+    # A team of two on one thread: the first member waits for a second
+    # that only comes after it, gives up, and the second finds the gate shut.
+    with threads.limit(numba=1):
+        nb._epoch_team(
+            net.weights[0], net.biases[0], net.weights[1], net.biases[1], *work,
+            x, y.astype(np.int64), np.arange(40), 10, 3.0, 0, parts, 2, sync, 10_000,
+        )  # fmt: skip
+    assert sync[nb._gate(2)] == nb._CLOSED + 2
+    for p, q in zip(net.weights + net.biases, before.weights + before.biases):
+        assert np.array_equal(p, q)
+
+
+def test_numba_epoch_falls_back_to_a_region_a_batch(mnist_shaped, monkeypatch):
+    from hmnist.kernels import numba_parallel as nb
+
+    x, y, order = mnist_shaped
+    x, y, order = x[:205], y[:205], np.random.default_rng(6).permutation(205)
+    want, net = Network([784, 30, 10], seed=5), Network([784, 30, 10], seed=5)
+    region_a_batch_epoch(want, x, y, order, 10, 3.0, "quadratic")
+    # The kernel asks for a team of two while Numba runs one thread.
+    monkeypatch.setattr(nb.numba, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(nb, "GATE_SPINS", 10_000)
+    with threads.limit(numba=1):
+        nb.NumbaKernel().train_epoch(net, x, y, order, 10, 3.0, "quadratic")
+    for p, q in zip(net.weights + net.biases, want.weights + want.biases):
+        assert np.array_equal(p, q)
+
+
 @pytest.mark.parametrize(
     "x",
     [
