@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .arrays import aligned_empty
 from .errors import DataError
 
 FILES = {
@@ -217,7 +218,7 @@ def read_images_split(path, n_float, dtype, chunk_rows=10_000):
         n = dims[0]
         # ``x`` has at most ``n_float`` rows, whatever the header claims; the
         # rest is kept as it arrives, so a lying header costs no memory.
-        x = np.empty((min(n_float, n), N_PIXELS), dtype)
+        x = aligned_empty((min(n_float, n), N_PIXELS), dtype)
         rest = [np.empty((0, N_PIXELS), np.uint8)]
         n_read = header
         for first, end in ((0, len(x)), (len(x), n)):
@@ -266,8 +267,9 @@ def check_counts(images_path, labels_path, n_images, n_labels):
 
 
 def to_float(images, dtype):
-    """Scale uint8 pixels to floats in [0, 1] in ``dtype``."""
-    x = images.astype(dtype)
+    """Scale uint8 pixels to floats in [0, 1] in ``dtype``, starting on a cache line."""
+    x = aligned_empty(images.shape, dtype)
+    x[...] = images
     x /= 255
     return x
 

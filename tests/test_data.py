@@ -284,6 +284,18 @@ def test_load_mnist_splits(tmp_path, dtype, gz):
     np.testing.assert_array_equal(sy, arrays["test_labels"])
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_training_floats_start_on_a_cache_line(tmp_path, dtype):
+    # The numba kernel's 64-byte loads run at half speed across two lines.
+    arrays = write_mnist(tmp_path, n_train=20, n_test=3)
+    x = load_mnist(tmp_path, train_size=15, dtype=dtype).train[0]
+    floats = data.to_float(arrays["train_images"].reshape(20, 784), dtype)
+    for a in (x, floats):
+        assert a.ctypes.data % 64 == 0
+        assert a.flags.c_contiguous and a.dtype == dtype
+    np.testing.assert_array_equal(floats[:15], x)
+
+
 def test_pixels_span_zero_to_one(tmp_path):
     arrays = write_mnist(tmp_path, n_train=10, n_test=3)
     arrays["train_images"][0, 0, :2] = [0, 255]
