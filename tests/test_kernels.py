@@ -224,14 +224,8 @@ def test_numba_same_bits_on_one_and_two_threads(mnist_shaped, sizes):
 
 def region_a_batch_epoch(net, x, y, order, batch_size, eta, cost):
     """Run the numba kernel's region-a-batch epoch on ``net``, in place."""
-    from hmnist.kernels import numba_parallel as nb
-
-    weights, biases, acts, deltas = nb.NumbaKernel()._buffers(net, batch_size)
-    labels = np.ascontiguousarray(y[order], dtype=np.int64)
-    nb._epoch(
-        weights, biases, acts, deltas, x, labels, order.astype(np.int64),
-        batch_size, eta, costs.CODES[cost],
-    )  # fmt: skip
+    kernel = kernels.get("numba")
+    kernel._train(net, x, y, order, batch_size, eta, cost, team=False)
 
 
 @pytest.mark.parametrize("n_threads", [1, 2])
@@ -258,19 +252,21 @@ def test_numba_team_that_cannot_form_changes_nothing():
 
     x, y = make_batch(40, 12, 10, seed=2)
     net = Network([12, 10, 10], seed=1)
-    before = net.copy()
-    work = [np.zeros((n, 10)) for n in (10, 10, 10, 10)]  # a0, d0, a1, d1
-    parts = np.zeros((2, 10, 10))
+    layer = nb._first_layer(net, 10, 2)
+    before = [a.copy() for a in layer[:-1]]
+    b1 = net.biases[1].copy()
+    parts = np.zeros((2, 2, 10, 10))
+    order = np.arange(45) % 40
     sync = nb._team_sync(2)
     # A team of two on one thread: the first member waits for a second
     # that only comes after it, gives up, and the second finds the gate shut.
     with threads.limit(numba=1):
         nb._epoch_team(
-            net.weights[0], net.biases[0], net.weights[1], net.biases[1], *work,
-            x, y.astype(np.int64), np.arange(40), 10, 3.0, 0, parts, 2, sync, 10_000,
+            layer, b1, x, y.astype(np.int64), order, 40, 10, 3.0, 0, parts, 2, sync,
+            10_000, 8,
         )  # fmt: skip
     assert sync[nb._gate(2)] == nb._CLOSED + 2
-    for p, q in zip(net.weights + net.biases, before.weights + before.biases):
+    for p, q in zip(layer[:-1] + (b1,), before + [net.biases[1]]):
         assert np.array_equal(p, q)
 
 
@@ -334,9 +330,9 @@ def test_numba_sigmoid_rows_match_numpy(dtype, m):
 SCALAR_EXP_RUN = """
 import numpy as np
 from hmnist import kernels
-from hmnist.kernels import numba_parallel
+from hmnist.kernels import simd
 from hmnist.network import Network
-assert numba_parallel.VECTOR_BYTES == 0, numba_parallel.VECTOR_BYTES
+assert simd.VECTOR_EXP is None, simd.VECTOR_EXP
 rng = np.random.default_rng(0)
 x, y = rng.random((205, 50)), rng.integers(0, 10, 205)
 order = rng.permutation(205)

@@ -1,98 +1,95 @@
 """The ``numba`` kernel: a whole epoch of mini-batch SGD in compiled code.
 
-The equations are those of ``loop.py``; activations and errors are kept as
-``(units, batch)`` arrays, ``A[l]`` and ``D[l]`` being the output and the
-error ``dC/dz`` of ``weights[l]``. A batch is never copied: its samples
-are read as rows ``x[rows[s]]`` of the training array, ``rows`` being the
-batch's slice of the epoch's ``order``.
+The equations are those of ``loop.py``. The first layer's outputs and
+errors are kept sample by sample, ``a0[s, u]`` and ``d0[s, u]``; those of
+the layers after it as ``(units, batch)`` arrays, ``A[l]`` and ``D[l]``
+being the output and the error ``dC/dz`` of ``weights[l]``. A batch is
+never copied: its samples are read as rows ``x[order[t]]`` of the
+training array.
 
 How the work is split across threads, and why. At the book's batch of 10
 the matrices are thin ((100, 784) @ (784, 10)), too small for BLAS to
 spread over cores, and a parallel region per matrix product costs more
-than it saves. Here the split is over the first layer's hidden units
-``j``, in groups of five, each thread owning whole rows ``W0[j, :]`` and
-with them, for the same ``j``:
+than it saves. Here each thread owns a share of the first layer's hidden
+units, whole groups of five, and with them their rows ``W0[j, :]``, their
+bias and their columns ``W1[:, j]``. For its units a thread
 
-1. the error of unit ``j``: ``D0[j] = W1[:, j] . D1 * A0[j] (1 - A0[j])``;
-2. the update of column ``W1[:, j]`` (only unit ``j``'s thread reads it);
-3. the update of row ``W0[j, :]`` and ``b0[j]`` with this batch;
-4. the forward pass of the *next* batch through the updated row ``j``;
-5. unit ``j``'s terms ``W1[:, j] A0[j]`` of the next batch's sums in
-   layer 1, kept per group so that the serial part only adds them up.
+1. takes their errors, ``D0 = (W1[:, share].T @ D1) * A0 (1 - A0)``, and
+   steps their columns of ``W1`` (``_share_error``);
+2. steps their rows of ``W0`` with the batch and, row by row while the
+   row is still in cache, sends the *next* batch forward through the
+   stepped rows (``_share_sweeps``);
+3. adds up the next batch's sums, takes their sigmoid (``_share_outputs``)
+   and their terms ``W1[:, j:j+5] A0[j:j+5]`` of layer 1's sums, a group
+   at a time (``_share_partials``).
 
-With step 4 in the same region, row ``j`` is still in cache from step 3,
-so ``W0`` (the bulk of the weights) goes through cache once per batch, and
-a batch costs one parallel region, not four. With two threads each one's
-half of ``W0`` (314 kB in float64) stays in its core's L2 cache from one
-batch to the next. The pixels do not fit in L1 (a batch of 10 is 63 kB),
-so each sweep along the rows streams them from L2, and what bounds a sweep
-is how many loads it needs per multiply-add. Inside the region samples go
-in fives and units in fives: one sweep along five rows reads each of five
-samples' pixels once and keeps 25 sums (or 25 steps of the update) in
-registers, 10 loads per 25 multiply-adds. With AVX-512's 32 registers that
-runs at about 90% of a core's multiply-add rate; pairs of units (7 loads
-per 10) ran at about 60%. No thread writes what another reads, the groups'
-terms are added in a fixed order, so there are no locks and the weights do
-not depend on the number of threads. The sequence of updates is exactly
-SGD's: batch ``t + 1`` goes forward only through weights that batch ``t``
-has updated. What stays serial per batch is small: adding the groups'
-terms, the layers after layer 1, the output error and the bias of layer 1.
+No thread writes what another reads but those terms, which are added in
+a fixed order, so there are no locks and the weights do not depend on
+the number of threads. The sequence of updates is exactly SGD's: batch
+``t + 1`` goes forward only through weights that batch ``t`` has stepped.
+What stays serial per batch is small: adding the groups' terms, the
+layers after layer 1 and the output error.
 
-A net with one hidden layer, the book's, goes further: the whole epoch is
-one parallel region (``_epoch_team``). Each thread keeps the same run of
-groups for every batch; thread 0 also does the serial part, and the
-threads wait for each other at two spin barriers a batch (``_meet``: a
-counter per thread on its own cache line, read with acquire and written
-with release ordering), in place of a region's fork and join. Measured
-in one process against a region a batch, alternating epochs of 20,000
-samples of [784,100,10]: 0.974x the time on two threads in float64 (IQR
-0.950-1.016) while the cores sat near each other and 1.004x while they
-sat far apart, 0.978x on one thread, and 0.977x in float32; with 30
-hidden units, whose batches are shorter, 0.915x near and 0.897x far.
-The barriers need every thread of the team to run at once; a team that
-does not form (its threads run one after another, as inside another
-parallel region) is found at a gate before any work, and the epoch then
-runs a region a batch (``_epoch``). Deeper nets always do: their serial
-part has parallel layers of its own.
+Step 2 is nearly all of the work, two multiply-adds per weight and sample,
+and it is written for the cache and the registers. The rows go in tiles
+of columns (``tile_width``): for each tile, every group of five rows is
+stepped with the batch and sends the next batch forward while the tile's
+pixels of both batches, 24 kB at the book's batch, stay in L1, so that
+the pixels come from L2 once per tile instead of once per group. Inside
+a tile, samples go in fives and units in fives: a sweep along five rows
+reads each of five samples' vectors once and keeps 25 vector sums (or 25
+steps of the update) in registers, 10 loads per 25 multiply-adds. The
+vectors are written out (``simd``) so that the sums stay in registers
+from one tile to the next; Numba's own vectorising would add a vector's
+lanes up at the end of every tile. The training array and ``W0`` start on
+a cache line, so that no 64-byte load straddles two.
+
+A net with one hidden layer, the book's, runs the whole epoch as one
+parallel region (``_epoch_team``). The threads meet at a spin barrier
+once a batch (``_meet``: a counter per thread on its own cache line, read
+with acquire and written with release ordering), in place of a region's
+fork and join; each then runs layer 2 itself from every group's terms,
+which is less work than a second meeting. The barrier needs every
+thread of the team to run at once; a team that does not form (its
+threads run one after another, as inside another parallel region) is
+found at a gate before any work, and the epoch then runs a region a
+batch (``_epoch``), as deeper nets always do.
+
+Each thread takes its views of the shared arrays once per epoch: taking a
+view counts a reference with an atomic add on the array's header, and
+threads that take views of one array every batch contend for that
+header's cache line.
 
 The batch after next is not yet in cache: its rows lie anywhere in the
-training array. Each group asks the CPU to prefetch a share of them while
-it works, so that the next batch finds them in cache; measured in one
-process against the same kernel without it, that makes float32 epochs 7%
-faster and leaves float64 at 2 threads unchanged (4% slower at 1 thread).
+training array. Each group prefetches its share of them, a tile's
+columns at a time, so that the loads are spread over the sweeps.
 
-The sigmoid takes a whole register of values at a time: Numba's ``exp``
-is scalar (the llvmlite wheels have no SVML), so ``_sigmoid_lanes`` calls
-glibc's vector ``exp`` (libmvec) on 8 float64s or 16 float32s, five times
-faster than one value at a time. Its results are within 4 ulp of the
-scalar ``exp``'s; machines without libmvec or AVX2 use the scalar one.
-With that and the batch's labels read in sequence (``y[order]``, not a
-random gather), epochs took 0.90x the time in float64 and 0.94x in
-float32, on two threads, measured in one process against the kernel
-without them.
+The sigmoid takes a whole vector at a time: Numba's ``exp`` is scalar
+(the llvmlite wheels have no SVML), so ``simd.exp`` calls glibc's vector
+``exp`` (libmvec), about five times faster. Every unit of the first layer
+takes that path, wherever it sits in its share.
 
-The five-wide blocks are written out with 5-tuples (``_take5``,
-``_axpy5``, ``_dot5``), which Numba keeps in registers; a hidden layer
-whose size is not a multiple of five ends with a group that goes one unit
-at a time, and leftover samples of a batch go one at a time.
+Units are padded to whole groups and samples to whole blocks of five:
+the padding units' outputs are zero and the padding samples' steps are
+zero, so that they change nothing; ``order`` carries five extra rows for
+the blocks to read.
 
 What it leaves out: NumPy's ``np.dot`` (it would call BLAS, whose threads
-this kernel does not control), and any reordering of samples. Its time
-per sample does not fall with the batch size, as a matrix product's
-does, so its lead over ``matmul`` shrinks from 2.2x at batch 10 to 1.1x
-at batch 100 (one thread, float64). The only fast-math flags are
-``reassoc`` and ``contract`` (sums may be vectorised and fused
-multiply-adds used); results still agree with ``loop`` to the rounding
-bounds the tests state.
+this kernel does not control), and any reordering of samples. Its blocks
+are sized for AVX-512's 32 vector registers: with AVX2's 16 the 25 sums
+spill to memory and the sweeps run slower than they could. The only
+fast-math flags are ``reassoc`` and ``contract`` (sums may be vectorised
+and fused multiply-adds used); results still agree with ``loop`` to the
+rounding bounds the tests state.
 """
 
 import contextlib
 import fcntl
 import os
 import tempfile
+from collections import namedtuple
 from pathlib import Path
 
-import llvmlite.binding as llvm
 import numba
 import numpy as np
 from llvmlite import ir
@@ -101,6 +98,8 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .. import atomics, costs, threads
+from ..arrays import aligned_zeros
+from . import simd
 from .base import Kernel
 
 # Numba's first compilation imports SciPy's BLAS, when SciPy is installed,
@@ -114,40 +113,18 @@ _FLAGS = {"reassoc", "contract"}
 # Below this many multiply-adds a layer runs serially: a parallel region
 # costs a few microseconds, about what 20,000 multiply-adds take.
 _PARALLEL_MIN_WORK = 20_000
-# Hidden units of the first layer go to threads in groups of this many.
+# Hidden units of the first layer go to threads in groups of this many,
+# and samples go through a sweep in blocks of this many.
 GROUP = 5
+# The bytes of L1 cache a tile's pixels may fill: those of the batch and
+# of the next, over the tile's columns. L1 holds 32 to 48 kB of data.
+TILE_BYTES = 24 * 1024
+MIN_TILE_BYTES = 1024
 
 _jit = njit(cache=True, fastmath=_FLAGS)
 _jit_parallel = njit(cache=True, fastmath=_FLAGS, parallel=True)
-
-# glibc's vector exp (libmvec), by register width in bytes and dtype bits.
-_VECTOR_EXP = {
-    (64, 64): "_ZGVeN8v_exp", (64, 32): "_ZGVeN16v_expf",
-    (32, 64): "_ZGVdN4v_exp", (32, 32): "_ZGVdN8v_expf",
-}  # fmt: skip
-
-
-def _vector_bytes():
-    """Return the register width of the vector exp this process can call, or 0.
-
-    That is 64 bytes with AVX-512, 32 with AVX2, and 0 (scalar ``exp``)
-    without glibc's libmvec, on other CPUs, or when ``NUMBA_CPU_NAME``
-    makes Numba compile for a CPU other than this one.
-    """
-    if numba.config.CPU_NAME is not None:
-        return 0
-    features = llvm.get_host_cpu_features()
-    width = 64 if features.get("avx512f") else 32 if features.get("avx2") else 0
-    if width == 0:
-        return 0
-    try:
-        llvm.load_library_permanently("libmvec.so.1")
-    except RuntimeError:
-        return 0
-    return width
-
-
-VECTOR_BYTES = _vector_bytes()
+# For the blocks of a sweep: a call costs more than a short tile's work.
+_jit_inline = njit(cache=True, fastmath=_FLAGS, inline="always")
 
 
 @intrinsic
@@ -172,54 +149,6 @@ def _prefetch(typingctx, a, i, k):
     return types.void(a, i, k), codegen
 
 
-@intrinsic
-def _sigmoid_lanes(typingctx, v, i):
-    """Replace ``v[i:i + n]`` by its sigmoid, ``n`` filling one register.
-
-    ``v`` is 1-D and contiguous; libmvec's exp takes the whole register.
-    """
-    bits = v.dtype.bitwidth
-    lanes = VECTOR_BYTES * 8 // bits
-
-    def codegen(context, builder, signature, args):
-        if lanes == 0:
-            # Never called: _sigmoid_run takes the scalar path instead.
-            return context.get_dummy_value()
-        v_type = signature.args[0]
-        array = context.make_array(v_type)(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, v_type, array, [args[1]])
-        vector = ir.VectorType(ir.DoubleType() if bits == 64 else ir.FloatType(), lanes)
-        vector_ptr = builder.bitcast(ptr, vector.as_pointer())
-        z = builder.load(vector_ptr, align=bits // 8)
-        exp = cgutils.get_or_insert_function(
-            builder.module,
-            ir.FunctionType(vector, [vector]),
-            _VECTOR_EXP[VECTOR_BYTES, bits],
-        )
-        one = ir.Constant(vector, [1.0] * lanes)
-        a = builder.fdiv(one, builder.fadd(one, builder.call(exp, [builder.fneg(z)])))
-        builder.store(a, vector_ptr, align=bits // 8)
-        return context.get_dummy_value()
-
-    return types.void(v, i), codegen
-
-
-@_jit
-def _prefetch_share(x, rows, share, n_shares):
-    """Prefetch share ``share`` of ``n_shares`` of the rows ``x[rows]``, by lines."""
-    per_line = 64 // x.itemsize
-    n_lines = (x.shape[1] + per_line - 1) // per_line
-    total = rows.shape[0] * n_lines
-    for t in range(share * total // n_shares, (share + 1) * total // n_shares):
-        _prefetch(x, rows[t // n_lines], (t % n_lines) * per_line)
-
-
-@_jit
-def _n_groups(n_hidden):
-    """Return the number of groups of GROUP units that hold ``n_hidden`` units."""
-    return (n_hidden + GROUP - 1) // GROUP
-
-
 @_jit
 def _sigmoid(z):
     """Return the logistic function of a scalar ``z``."""
@@ -228,13 +157,12 @@ def _sigmoid(z):
 
 @_jit
 def _sigmoid_run(v, start, stop):
-    """Replace ``v[start:stop]`` of a 1-D array by its sigmoid, a register at a time."""
+    """Replace ``v[start:stop]`` of a 1-D array by its sigmoid, a vector at a time."""
+    lanes = simd.lanes(v.dtype)
     i = start
-    if VECTOR_BYTES > 0:
-        lanes = VECTOR_BYTES // v.itemsize
-        while i + lanes <= stop:
-            _sigmoid_lanes(v, i)
-            i += lanes
+    while i + lanes <= stop:
+        simd.store(1 / (1 + simd.exp(-simd.load(v, i))), v, i)
+        i += lanes
     for t in range(i, stop):
         v[t] = _sigmoid(v[t])
 
@@ -301,17 +229,25 @@ def _first_unit_forward(w0, b0, x, rows, a0, j, m):
     _sigmoid_rows(a0, j, j + 1, m)
 
 
+@_jit_parallel
+def _first_forward(w0, b0, x, rows, a0, m):
+    """Forward samples ``x[rows[:m]]`` through the first layer, units over threads."""
+    for j in prange(w0.shape[0]):
+        _first_unit_forward(w0, b0, x, rows, a0, j, m)
+
+
 @_jit
-def _output_delta(a, labels, start, m, cost, delta):
+def _output_delta(a, labels, start, m, cost, delta, first):
     """Set ``delta[:, :m]`` to the output error dC/dz (cost 0 quadratic, 1 CE).
 
+    Row ``i`` of ``a`` and ``delta`` is output unit ``first + i``.
     ``labels`` are in the epoch's order, so a batch's are read in sequence.
     """
     one = a.dtype.type(1)
     for s in range(m):
         label = labels[start + s]
         for i in range(a.shape[0]):
-            target = one if i == label else one - one
+            target = one if first + i == label else one - one
             if cost == 0:
                 delta[i, s] = (a[i, s] - target) * a[i, s] * (one - a[i, s])
             else:
@@ -361,37 +297,9 @@ def _bias_update(b, d_out, m, c):
 
 
 @_jit
-def _row_update(w0, b0, x, rows, d0, j, m, c):
-    """Update row ``w0[j, :]`` and ``b0[j]`` with the batch's error ``d0[j]``."""
-    for s in range(m):
-        step = c * d0[j, s]
-        for k in range(w0.shape[1]):
-            w0[j, k] -= step * x[rows[s], k]
-        b0[j] -= step
-
-
-@_jit
-def _fill5(v):
-    """Return the 5-tuple ``(v, v, v, v, v)``."""
-    return v, v, v, v, v
-
-
-@_jit
 def _take5(v, i):
     """Return ``v[i]`` to ``v[i + 4]`` as a tuple, which lives in registers."""
     return v[i], v[i + 1], v[i + 2], v[i + 3], v[i + 4]
-
-
-@_jit
-def _scale5(c, v, i):
-    """Return ``c * v[i]`` to ``c * v[i + 4]`` as a tuple."""
-    return c * v[i], c * v[i + 1], c * v[i + 2], c * v[i + 3], c * v[i + 4]
-
-
-@_jit
-def _column5(w, j, k):
-    """Return ``w[j, k]`` to ``w[j + 4, k]`` as a tuple."""
-    return w[j, k], w[j + 1, k], w[j + 2, k], w[j + 3, k], w[j + 4, k]
 
 
 @_jit
@@ -410,200 +318,16 @@ def _axpy5(z, u, q):
 
 
 @_jit
-def _group_update(w0, b0, x, rows, d0, j, m, c):
-    """Update rows ``j`` to ``j + 4`` of ``w0`` and ``b0`` with the batch's error.
-
-    Samples go five at a time: a sweep along the five rows reads five
-    samples' pixels once for all of them, 10 loads and 5 stores per 25
-    multiply-adds, the 25 steps ``c * d0[j + u, s + i]`` held in registers.
-    Samples left over when ``m`` is not a multiple of five go one at a
-    time, still five rows per sweep.
-    """
-    n_in = w0.shape[1]
-    s = 0
-    while s + 5 <= m:
-        r = _take5(rows, s)
-        # p0[i] is unit j's step for sample s + i, and so on.
-        p0, p1 = _scale5(c, d0[j], s), _scale5(c, d0[j + 1], s)
-        p2, p3 = _scale5(c, d0[j + 2], s), _scale5(c, d0[j + 3], s)
-        p4 = _scale5(c, d0[j + 4], s)
-        for k in range(n_in):
-            xk = x[r[0], k], x[r[1], k], x[r[2], k], x[r[3], k], x[r[4], k]
-            w0[j, k] -= _dot5(p0, xk)
-            w0[j + 1, k] -= _dot5(p1, xk)
-            w0[j + 2, k] -= _dot5(p2, xk)
-            w0[j + 3, k] -= _dot5(p3, xk)
-            w0[j + 4, k] -= _dot5(p4, xk)
-        for u, p in enumerate((p0, p1, p2, p3, p4)):
-            b0[j + u] -= p[0] + p[1] + p[2] + p[3] + p[4]
-        s += 5
-    for i in range(s, m):
-        # One sample, the five units' steps as a tuple.
-        p = _scale5(c, d0[j : j + 5, i], 0)
-        for k in range(n_in):
-            xk = x[rows[i], k]
-            w0[j, k] -= p[0] * xk
-            w0[j + 1, k] -= p[1] * xk
-            w0[j + 2, k] -= p[2] * xk
-            w0[j + 3, k] -= p[3] * xk
-            w0[j + 4, k] -= p[4] * xk
-        for u in range(5):
-            b0[j + u] -= p[u]
-
-
-@_jit
-def _group_forward(w0, b0, x, rows, a0, j, m):
-    """Set ``a0[j:j+5, :m]``, five units' outputs for samples ``x[rows[:m]]``.
-
-    Samples go five at a time: a sweep keeps 25 sums in registers (``z0[i]``
-    is unit ``j``'s for sample ``s + i``), 10 loads per 25 multiply-adds.
-    Leftover samples go one at a time, five units per sweep.
-    """
-    n_in = w0.shape[1]
-    s = 0
-    while s + 5 <= m:
-        r = _take5(rows, s)
-        z0, z1, z2 = _fill5(b0[j]), _fill5(b0[j + 1]), _fill5(b0[j + 2])
-        z3, z4 = _fill5(b0[j + 3]), _fill5(b0[j + 4])
-        for k in range(n_in):
-            xk = x[r[0], k], x[r[1], k], x[r[2], k], x[r[3], k], x[r[4], k]
-            z0 = _axpy5(z0, w0[j, k], xk)
-            z1 = _axpy5(z1, w0[j + 1, k], xk)
-            z2 = _axpy5(z2, w0[j + 2, k], xk)
-            z3 = _axpy5(z3, w0[j + 3, k], xk)
-            z4 = _axpy5(z4, w0[j + 4, k], xk)
-        for u, z in enumerate((z0, z1, z2, z3, z4)):
-            for i in range(5):
-                a0[j + u, s + i] = z[i]
-        s += 5
-    for i in range(s, m):
-        z = _take5(b0, j)
-        for k in range(n_in):
-            z = _axpy5(z, x[rows[i], k], _column5(w0, j, k))
-        for u in range(5):
-            a0[j + u, i] = z[u]
-    _sigmoid_rows(a0, j, j + 5, m)
-
-
-@_jit
-def _group_back(w1, a0, d1, d0, j, m, c):
-    """Set ``d0[j:j+5, :m]`` from columns ``w1[:, j:j+5]``, then update them.
-
-    The error of the five units is ``(w1[:, j:j+5].T @ d1) * a0 (1 - a0)``
-    and the columns' step ``c * d1 @ a0[j:j+5].T``, shapes
-    ``(5, n_1) @ (n_1, m)`` and ``(n_1, m) @ (m, 5)``; the five units' sums
-    go together in a tuple. The update comes after the error, which needs
-    the columns as they were.
-    """
-    one = a0.dtype.type(1)
-    for s in range(m):
-        acc = _fill5(one - one)
-        for r in range(w1.shape[0]):
-            acc = _axpy5(acc, d1[r, s], _take5(w1[r], j))
-        a = _column5(a0, j, s)
-        for u in range(5):
-            d0[j + u, s] = acc[u] * a[u] * (one - a[u])
-    for r in range(w1.shape[0]):
-        grad = _fill5(one - one)
-        for s in range(m):
-            grad = _axpy5(grad, d1[r, s], _column5(a0, j, s))
-        for u in range(5):
-            w1[r, j + u] -= c * grad[u]
-
-
-@_jit
-def _group_partials(w1, a0, parts, g, m):
-    """Set ``parts[g, :, :m]`` to group ``g``'s share of layer 1's sums.
-
-    Group ``g`` is units ``j = 5 g`` to ``j + 4`` (the last group may hold
-    fewer): ``parts[g] = w1[:, j:j+5] @ a0[j:j+5, :m]``, shapes
-    ``(n_1, 5) @ (5, m)``.
-    """
-    j = GROUP * g
-    stop = min(j + GROUP, a0.shape[0])
-    for i in range(w1.shape[0]):
-        if stop - j == GROUP:
-            w = _take5(w1[i], j)
-            for s in range(m):
-                parts[g, i, s] = _dot5(w, _column5(a0, j, s))
-            continue
-        for s in range(m):
-            parts[g, i, s] = w1[i, j] * a0[j, s]
-        for u in range(j + 1, stop):
-            for s in range(m):
-                parts[g, i, s] += w1[i, u] * a0[u, s]
-
-
-@_jit
-def _sum_partials(parts, b1, a1, m):
-    """Set ``a1[:, :m]`` to the sigmoid of ``b1`` plus ``parts`` summed in order."""
+def _sum_partials(parts, p, b1, a1, m):
+    """Set ``a1[:, :m]`` to the sigmoid of ``b1`` plus ``parts[p]`` summed in order."""
     for i in range(a1.shape[0]):
         for s in range(m):
             a1[i, s] = b1[i]
-    for g in range(parts.shape[0]):
+    for g in range(parts.shape[1]):
         for i in range(a1.shape[0]):
             for s in range(m):
-                a1[i, s] += parts[g, i, s]
+                a1[i, s] += parts[p, g, i, s]
     _sigmoid_rows(a1, 0, a1.shape[0], m)
-
-
-@_jit
-def _group_first_forward(w0, b0, x, rows, a0, g, m):
-    """Forward samples ``x[rows[:m]]`` through group ``g`` of the first layer."""
-    j = GROUP * g
-    if j + GROUP <= w0.shape[0]:
-        _group_forward(w0, b0, x, rows, a0, j, m)
-    else:
-        for u in range(j, w0.shape[0]):
-            _first_unit_forward(w0, b0, x, rows, a0, u, m)
-
-
-@_jit_parallel
-def _first_forward(w0, b0, x, rows, a0, m):
-    """Forward samples ``x[rows[:m]]`` through the first layer, groups over threads."""
-    for g in prange(_n_groups(w0.shape[0])):
-        _group_first_forward(w0, b0, x, rows, a0, g, m)
-
-
-@_jit
-def _group_step(w0, b0, w1, a0, d0, d1, x, rows, m, c, rows_next, parts, rows_after, g):
-    """Finish a batch and start the next for group ``g`` of the first layer.
-
-    For the group's units ``j`` to ``j + 4``: their errors (when there is
-    a layer ``w1`` after the first), the update of columns ``w1[:, j:j+5]``
-    and rows ``w0[j:j+5]`` with samples ``x[rows]``, the forward pass of
-    the next batch ``x[rows_next]`` through those rows, and the group's
-    share ``parts[g]`` of the next batch's sums in layer 1; and a prefetch
-    of its share of the batch after, ``x[rows_after]``.
-    """
-    n_hidden = w0.shape[0]
-    m_next = rows_next.shape[0]
-    _prefetch_share(x, rows_after, g, _n_groups(n_hidden))
-    j = GROUP * g
-    stop = min(j + GROUP, n_hidden)
-    if stop - j == GROUP:
-        if w1.shape[0] > 0:
-            _group_back(w1, a0, d1, d0, j, m, c)
-        _group_update(w0, b0, x, rows, d0, j, m, c)
-    else:
-        for u in range(j, stop):
-            if w1.shape[0] > 0:
-                _unit_back(w1, a0, d1, d0, u, m, c)
-            _row_update(w0, b0, x, rows, d0, u, m, c)
-    _group_first_forward(w0, b0, x, rows_next, a0, g, m_next)
-    if w1.shape[0] > 0:
-        _group_partials(w1, a0, parts, g, m_next)
-
-
-@_jit_parallel
-def _first_layer_step(
-    w0, b0, w1, a0, d0, d1, x, rows, m, c, rows_next, parts, rows_after
-):
-    """Finish a batch and start the next (``_group_step``), groups over threads."""
-    for g in prange(_n_groups(w0.shape[0])):
-        _group_step(
-            w0, b0, w1, a0, d0, d1, x, rows, m, c, rows_next, parts, rows_after, g
-        )
 
 
 @_jit
@@ -613,59 +337,377 @@ def _forward_from(weights, biases, acts, first, m):
         _layer_forward(weights[l], biases[l], acts[l - 1], acts[l], m)
 
 
+# ----------------------------------------------------------------------------
+# The first layer, a share of its units per thread
+
+# The first layer's state for an epoch (``_first_layer``). ``w0`` is a copy
+# of the layer's weights padded with zero units to whole groups, starting
+# on a cache line; each share steps its own rows of it. The rest holds a
+# block per share ``t``, each on cache lines of its own, so that no two
+# threads write to one line: ``b0[t]`` ``(width,)`` the share's biases;
+# ``w1[t]`` ``(n_1, width)`` its columns of the next layer's weights (no
+# rows without one); ``a0[t]``, ``d0[t]`` ``(batch, width)`` its units'
+# outputs and errors, sample by sample; ``acc[t]`` ``(units, batch,
+# lanes)`` their vector sums. ``width`` is the share's units rounded up
+# to whole vectors, the padding zero. ``n_units`` is the layer's width.
+FirstLayer = namedtuple("FirstLayer", "w0 b0 w1 a0 d0 acc n_units")
+
+# Share ``t`` of a FirstLayer: views of its blocks, its first unit ``j0``
+# and its number of units ``n``, whole groups.
+Share = namedtuple("Share", "b0 w1 a0 d0 acc j0 n")
+
+
 @_jit
-def _batch_head(weights, biases, acts, deltas, labels, parts, start, m, cost, c):
+def _share_groups(n_groups, t, n_shares):
+    """Return the first group and the stop of share ``t`` of ``n_shares``."""
+    return t * n_groups // n_shares, (t + 1) * n_groups // n_shares
+
+
+@_jit
+def _share(layer, t, n_shares):
+    """Return share ``t`` of ``n_shares`` of the FirstLayer ``layer``."""
+    g0, g1 = _share_groups(layer.w0.shape[0] // GROUP, t, n_shares)
+    return Share(
+        layer.b0[t], layer.w1[t], layer.a0[t], layer.d0[t], layer.acc[t],
+        GROUP * g0, GROUP * (g1 - g0),
+    )  # fmt: skip
+
+
+@_jit
+def _padded(m):
+    """Return ``m`` rounded up to whole blocks of GROUP samples."""
+    return (m + GROUP - 1) // GROUP * GROUP
+
+
+@_jit
+def _row5(a, i, j):
+    """Return ``a[i, j]`` to ``a[i, j + 4]`` as a tuple."""
+    return a[i, j], a[i, j + 1], a[i, j + 2], a[i, j + 3], a[i, j + 4]
+
+
+@_jit
+def _load5(x, r, k):
+    """Return the vectors at column ``k`` of rows ``x[r[0]]`` to ``x[r[4]]``."""
+    return (
+        simd.load(x, r[0], k), simd.load(x, r[1], k), simd.load(x, r[2], k),
+        simd.load(x, r[3], k), simd.load(x, r[4], k),
+    )  # fmt: skip
+
+
+@_jit
+def _steps5(c, d0, s, u, like):
+    """Return unit ``u``'s steps ``c * d0[s:s+5, u]``, each in every lane."""
+    return (
+        simd.splat(c * d0[s, u], like), simd.splat(c * d0[s + 1, u], like),
+        simd.splat(c * d0[s + 2, u], like), simd.splat(c * d0[s + 3, u], like),
+        simd.splat(c * d0[s + 4, u], like),
+    )  # fmt: skip
+
+
+@_jit
+def _minus_dot5(w, p, q):
+    """Return ``w - p[0] q[0] - ... - p[4] q[4]``, one multiply-add after another."""
+    return w - p[0] * q[0] - p[1] * q[1] - p[2] * q[2] - p[3] * q[3] - p[4] * q[4]
+
+
+@_jit
+def _sums5(acc, u, s, k0):
+    """Return unit ``u``'s vector sums of samples ``s`` to ``s + 4``, zeros at first."""
+    if k0 == 0:
+        zero = simd.splat(0, acc)
+        return zero, zero, zero, zero, zero
+    return (
+        simd.load(acc, u, s, 0), simd.load(acc, u, s + 1, 0),
+        simd.load(acc, u, s + 2, 0), simd.load(acc, u, s + 3, 0),
+        simd.load(acc, u, s + 4, 0),
+    )  # fmt: skip
+
+
+@_jit
+def _store_sums5(acc, u, s, z):
+    """Store unit ``u``'s vector sums ``z`` of samples ``s`` to ``s + 4``."""
+    for i in range(GROUP):
+        simd.store(z[i], acc, u, s + i, 0)
+
+
+@_jit_inline
+def _update_block(w0, x, r, d0, c, j, u, s, k0, k1):
+    """Step rows ``w0[j:j+5]``, columns ``k0:k1``, with the samples ``x[r]``.
+
+    ``w0[j + v, k] -= sum_i c d0[s + i, u + v] x[r[i], k]``, ``r`` five row
+    indices: the 25 steps held in registers, a sweep along the five rows
+    reads each sample's vector once, 10 loads and 5 stores per 25
+    multiply-adds.
+    """
+    lanes = simd.lanes(w0.dtype)
+    # p0[i] is unit u's step for sample s + i, and so on.
+    p0, p1 = _steps5(c, d0, s, u, w0), _steps5(c, d0, s, u + 1, w0)
+    p2, p3 = _steps5(c, d0, s, u + 2, w0), _steps5(c, d0, s, u + 3, w0)
+    p4 = _steps5(c, d0, s, u + 4, w0)
+    for k in range(k0, k1, lanes):
+        xk = _load5(x, r, k)
+        simd.store(_minus_dot5(simd.load(w0, j, k), p0, xk), w0, j, k)
+        simd.store(_minus_dot5(simd.load(w0, j + 1, k), p1, xk), w0, j + 1, k)
+        simd.store(_minus_dot5(simd.load(w0, j + 2, k), p2, xk), w0, j + 2, k)
+        simd.store(_minus_dot5(simd.load(w0, j + 3, k), p3, xk), w0, j + 3, k)
+        simd.store(_minus_dot5(simd.load(w0, j + 4, k), p4, xk), w0, j + 4, k)
+
+
+@_jit_inline
+def _forward_block(w0, x, r, acc, j, u, s, k0, k1):
+    """Add columns ``k0:k1`` of rows ``w0[j:j+5]`` times ``x[r]`` to ``acc``.
+
+    ``acc[u + v, s + i]`` gathers ``w0[j + v, k] x[r[i], k]`` lane by
+    lane: 25 vector sums in registers, 10 loads per 25 multiply-adds.
+    """
+    lanes = simd.lanes(w0.dtype)
+    # z0[i] is unit u's sum for sample s + i, and so on.
+    z0, z1 = _sums5(acc, u, s, k0), _sums5(acc, u + 1, s, k0)
+    z2, z3 = _sums5(acc, u + 2, s, k0), _sums5(acc, u + 3, s, k0)
+    z4 = _sums5(acc, u + 4, s, k0)
+    for k in range(k0, k1, lanes):
+        xk = _load5(x, r, k)
+        z0 = _axpy5(z0, simd.load(w0, j, k), xk)
+        z1 = _axpy5(z1, simd.load(w0, j + 1, k), xk)
+        z2 = _axpy5(z2, simd.load(w0, j + 2, k), xk)
+        z3 = _axpy5(z3, simd.load(w0, j + 3, k), xk)
+        z4 = _axpy5(z4, simd.load(w0, j + 4, k), xk)
+    for v, z in enumerate((z0, z1, z2, z3, z4)):
+        _store_sums5(acc, u + v, s, z)
+
+
+@_jit
+def _prefetch_tile(x, order, first, m, i0, step, k0, k1):
+    """Prefetch columns ``k0:k1`` of samples ``i0, i0 + step, ...`` below ``m``.
+
+    Sample ``i`` is row ``x[order[first + i]]``; a prefetch a cache line.
+    """
+    per_line = 64 // x.itemsize
+    for i in range(i0, m, step):
+        for k in range(k0, k1, per_line):
+            _prefetch(x, order[first + i], k)
+
+
+@_jit
+def _share_sweeps(w0, x, order, start, m, d0, c, m_next, m_after, acc, j0, n, kt):
+    """Step rows ``w0[j0:j0+n]`` with the batch, then sum them for the next.
+
+    The batch is samples ``start`` to ``start + m`` of ``order``, the next
+    the ``m_next`` after them and the batch after that ``m_after`` more.
+    Tile by tile of ``kt`` columns, each group of five rows is stepped
+    with the batch and goes forward for the next batch while the tile's
+    pixels of both batches stay in L1 (``TILE_BYTES``), and prefetches
+    its share of the tile of the batch after. The columns past the last
+    whole vector are stepped at the end and summed in ``_share_outputs``.
+    """
+    n_in = w0.shape[1]
+    n_vec = n_in - n_in % simd.lanes(w0.dtype)
+    after = start + m + m_next
+    for k0 in range(0, n_vec, kt):
+        k1 = min(k0 + kt, n_vec)
+        for u in range(0, n, GROUP):
+            for s in range(0, _padded(m), GROUP):
+                r = _take5(order, start + s)
+                _update_block(w0, x, r, d0, c, j0 + u, u, s, k0, k1)
+            for s in range(0, _padded(m_next), GROUP):
+                r = _take5(order, start + m + s)
+                _forward_block(w0, x, r, acc, j0 + u, u, s, k0, k1)
+            _prefetch_tile(x, order, after, m_after, u // GROUP, n // GROUP, k0, k1)
+    for s in range(m):
+        row = order[start + s]
+        for u in range(n):
+            step = c * d0[s, u]
+            for k in range(n_vec, n_in):
+                w0[j0 + u, k] -= step * x[row, k]
+
+
+@_jit
+def _sigmoid_vectors(a, s):
+    """Replace row ``a[s]`` by its sigmoid, vector by vector; rows are whole vectors."""
+    for u in range(0, a.shape[1], simd.lanes(a.dtype)):
+        simd.store(1 / (1 + simd.exp(-simd.load(a, s, u))), a, s, u)
+
+
+@_jit
+def _share_outputs(w0, b0, x, order, first, m, acc, a0, j0, n, n_units):
+    """Set ``a0[:m]``, the share's outputs for samples ``first`` on of ``order``.
+
+    Each sum is the bias, the sum of its vector's lanes from
+    ``_share_sweeps`` and the columns past the last whole vector. Every
+    unit's sigmoid takes the vector path, whatever its place in the
+    share, so that results do not depend on how units are shared; the
+    padding units' outputs are zero.
+    """
+    n_in = w0.shape[1]
+    n_vec = n_in - n_in % simd.lanes(w0.dtype)
+    n_real = min(n, n_units - j0)
+    for s in range(m):
+        row = order[first + s]
+        for u in range(n_real):
+            z = b0[u]
+            if n_vec > 0:
+                z += simd.hsum(simd.load(acc, u, s, 0))
+            for k in range(n_vec, n_in):
+                z += w0[j0 + u, k] * x[row, k]
+            a0[s, u] = z
+        _sigmoid_vectors(a0, s)
+        for u in range(n_real, a0.shape[1]):
+            a0[s, u] = 0
+
+
+@_jit
+def _share_error(w1, d1, a0, d0, m, c):
+    """Set ``d0[:m]`` from the share's columns ``w1`` of the next layer, then step them.
+
+    The error is ``(d1[:, :m].T @ w1) * a0 (1 - a0)``, shapes ``(m, n_1) @
+    (n_1, width)``, and the columns' step ``c d1[:, :m] @ a0[:m]``, shapes
+    ``(n_1, m) @ (m, width)``, a vector of units at a time. The step comes
+    after the error, which needs the columns as they were.
+    """
+    lanes = simd.lanes(a0.dtype)
+    for s in range(m):
+        for u in range(0, a0.shape[1], lanes):
+            e = simd.splat(0, a0)
+            for r in range(w1.shape[0]):
+                e = e + simd.load(w1, r, u) * d1[r, s]
+            a = simd.load(a0, s, u)
+            simd.store(e * a * (1 - a), d0, s, u)
+    for r in range(w1.shape[0]):
+        for u in range(0, a0.shape[1], lanes):
+            grad = simd.splat(0, a0)
+            for s in range(m):
+                grad = grad + simd.load(a0, s, u) * d1[r, s]
+            simd.store(simd.load(w1, r, u) - c * grad, w1, r, u)
+
+
+@_jit
+def _share_bias_step(b0, d0, m, c):
+    """Step the share's biases by ``c`` times the batch's summed errors, ``d0[:m]``."""
+    for u in range(0, b0.shape[0], simd.lanes(b0.dtype)):
+        total = simd.load(d0, 0, u)
+        for s in range(1, m):
+            total = total + simd.load(d0, s, u)
+        simd.store(simd.load(b0, u) - c * total, b0, u)
+
+
+@_jit
+def _share_partials(w1, a0, parts, p, g0, n, m):
+    """Set ``parts[p, g, :, :m]`` for the share's groups ``g``, from ``g0`` on.
+
+    ``parts[p, g0 + h] = w1[:, u:u+5] @ a0[:m, u:u+5].T`` for the share's
+    group ``h`` (units ``u = 5 h``), shapes ``(n_1, 5) @ (5, m)``: group
+    ``g0 + h``'s share of layer 1's sums.
+    """
+    for h in range(n // GROUP):
+        u = GROUP * h
+        for i in range(w1.shape[0]):
+            w = _row5(w1, i, u)
+            for s in range(m):
+                parts[p, g0 + h, i, s] = _dot5(w, _row5(a0, s, u))
+
+
+@_jit
+def _share_step(
+    share, w0, x, labels, order, start, m, m_next, c, cost, d1, parts, p, kt, n_units
+):
+    """Finish the batch at ``start`` and start the next, for one share.
+
+    For the share's units: their errors (from ``d1`` and ``w1``, or as the
+    output layer's), the step of their columns of ``w1``, of ``b0`` and of
+    their rows of ``w0`` with the batch's ``m`` samples, the next batch's
+    ``m_next`` samples forward through the stepped rows, and the groups'
+    terms of its sums in layer 1, into ``parts[p]``. With ``m = 0`` the
+    share only goes forward. ``order`` holds the epoch's sample order and
+    GROUP more rows, so that blocks of five samples always find rows to
+    read; the steps of the samples past ``m`` are zero.
+    """
+    b0, w1, a0, d0, acc, j0, n = share
+    if m > 0:
+        if w1.shape[0] > 0:
+            _share_error(w1, d1, a0, d0, m, c)
+        else:
+            _output_delta(a0.T, labels, start, m, cost, d0.T, j0)
+        for s in range(m, d0.shape[0]):
+            for u in range(d0.shape[1]):
+                d0[s, u] = 0
+        _share_bias_step(b0, d0, m, c)
+    m_after = min(m_next, order.shape[0] - GROUP - start - m - m_next)
+    _share_sweeps(w0, x, order, start, m, d0, c, m_next, m_after, acc, j0, n, kt)
+    _share_outputs(
+        w0, b0, x, order, start + m, _padded(m_next), acc, a0, j0, n, n_units
+    )
+    if w1.shape[0] > 0:
+        _share_partials(w1, a0, parts, p, j0 // GROUP, n, m_next)
+
+
+@_jit_parallel
+def _first_layer_step(
+    layer, n_shares, x, labels, order, start, m, m_next, c, cost, d1, parts, p, kt
+):
+    """Run ``_share_step`` for every share, shares over threads."""
+    for t in prange(n_shares):
+        _share_step(
+            _share(layer, t, n_shares), layer.w0, x, labels, order, start, m,
+            m_next, c, cost, d1, parts, p, kt, layer.n_units,
+        )  # fmt: skip
+
+
+@_jit
+def _batch_head(weights, biases, acts, deltas, labels, parts, p, start, m, cost, c):
     """Run the serial part of the batch at ``start``, up to layer 1's error.
 
-    That is: layer 1's sums from the groups' terms ``parts``, the layers
-    after it, the output error, and back to front the error, columns and
-    bias of every layer after the first; ``c`` is ``eta / m``.
+    That is: layer 1's sums from the groups' terms ``parts[p]``, the
+    layers after it, the output error, and back to front the error,
+    columns and bias of every layer after the first; ``c`` is ``eta / m``.
+    A net with no hidden layer has none of it: its output error is the
+    first layer's, which ``_share_step`` takes.
     """
     n_layers = len(weights)
-    if n_layers > 1:
-        _sum_partials(parts, biases[1], acts[1], m)
+    if n_layers == 1:
+        return
+    _sum_partials(parts, p, biases[1], acts[1], m)
     _forward_from(weights, biases, acts, 2, m)
-    _output_delta(acts[-1], labels, start, m, cost, deltas[-1])
+    _output_delta(acts[-1], labels, start, m, cost, deltas[-1], 0)
     # Layers after the first, back to front; their columns are updated
     # right after they have given the error of the layer before.
     for l in range(n_layers - 1, 1, -1):
         _layer_back(weights[l], acts[l - 1], deltas[l], deltas[l - 1], m, c)
         _bias_update(biases[l], deltas[l], m, c)
-    if n_layers > 1:
-        _bias_update(biases[1], deltas[1], m, c)
+    _bias_update(biases[1], deltas[1], m, c)
 
 
 @_jit
-def _epoch(weights, biases, acts, deltas, x, labels, order, batch_size, eta, cost):
+def _epoch(
+    layer, weights, biases, acts, deltas, x, labels, order, n, batch_size, eta, cost,
+    parts, n_shares, kt,
+):  # fmt: skip
     """Run every mini-batch of one epoch, a parallel region a batch.
 
-    ``labels`` are in the epoch's order: ``labels[t]`` is that of
-    ``x[order[t]]``. See NumbaKernel.train_epoch.
+    ``layer`` is the FirstLayer of ``n_shares`` shares; ``weights`` and
+    the rest are typed lists of the net's layers (the first two layers'
+    parameters only in ``layer``) and of their work arrays. ``order``
+    holds the epoch's ``n`` sample indices and GROUP more; ``labels[t]``
+    is the label of ``x[order[t]]``. ``parts`` holds the groups' terms of
+    layer 1's sums, one buffer for the batch and one for the next. See
+    NumbaKernel.train_epoch.
     """
-    n_layers = len(weights)
-    n = order.shape[0]
-    w0, b0 = weights[0], biases[0]
-    # A (0, 0) stand-in for ``w1`` when there is no hidden layer.
-    w1 = weights[1] if n_layers > 1 else np.empty((0, 0), w0.dtype)
-    d1 = deltas[1] if n_layers > 1 else deltas[0]
-    n_groups = _n_groups(w0.shape[0])
-    parts = np.empty((n_groups, w1.shape[0], batch_size), x.dtype)
-
+    d1 = deltas[1] if len(weights) > 1 else deltas[0]
+    zero = x.dtype.type(0)
     m = min(batch_size, n)
-    _first_forward(w0, b0, x, order, acts[0], m)
-    if n_layers > 1:
-        for g in range(n_groups):
-            _group_partials(w1, acts[0], parts, g, m)
+    _first_layer_step(
+        layer, n_shares, x, labels, order, 0, 0, m, zero, cost, d1, parts, 0, kt
+    )
     for start in range(0, n, batch_size):
+        b = start // batch_size
         m = min(batch_size, n - start)
+        m_next = min(batch_size, n - start - m)
         c = x.dtype.type(eta / m)
-        _batch_head(weights, biases, acts, deltas, labels, parts, start, m, cost, c)
-        rows = order[start : start + m]
-        rows_next = order[start + m : start + m + batch_size]
-        rows_after = order[start + m + batch_size : start + m + 2 * batch_size]
+        _batch_head(
+            weights, biases, acts, deltas, labels, parts, b % 2, start, m, cost, c
+        )
         _first_layer_step(
-            w0, b0, w1, acts[0], deltas[0], d1, x,
-            rows, m, c, rows_next, parts, rows_after,
+            layer, n_shares, x, labels, order, start, m, m_next, c, cost, d1,
+            parts, (b + 1) % 2, kt,
         )  # fmt: skip
 
 
@@ -729,51 +771,55 @@ def _meet(sync, t, n_team, k):
 
 @_jit_parallel
 def _epoch_team(
-    w0, b0, w1, b1, a0, d0, a1, d1, x, labels, order, batch_size, eta, cost,
-    parts, n_team, sync, max_spins,
+    layer, b1, x, labels, order, n, batch_size, eta, cost, parts, n_team, sync,
+    max_spins, kt,
 ):  # fmt: skip
     """Run an epoch of a net with one hidden layer in one parallel region.
 
     The same work as ``_epoch``, in the same order, by a team of
-    ``n_team`` threads that meet at spin barriers (``_meet``) twice a
-    batch. Thread ``t`` takes a fixed run of the groups, the split that
-    ``prange`` makes, and thread 0 also runs each batch's serial part
-    while the others wait. ``parts`` is ``_epoch``'s array of the groups'
-    terms and ``sync`` is ``_team_sync(n_team)``. If the team did not form
-    (``_pass_gate``), nothing is changed and ``sync[_gate(n_team)]`` is at
-    least ``_CLOSED``.
+    ``n_team`` threads that meet at a spin barrier (``_meet``) once a
+    batch. Thread ``t`` takes share ``t`` of the first layer's units, and
+    every thread runs the batch's layer 2 itself, from the groups' terms
+    of every share: 2,000 additions and a few hundred other operations at
+    the book's sizes, less than a second meeting would cost. Each keeps
+    its own copy of ``b1``, stepped alike, and thread 0's goes back into
+    ``b1`` at the end. The groups' terms of the next batch go to the
+    other buffer of ``parts``, so that no thread overwrites terms another
+    may still be reading. ``sync`` is ``_team_sync(n_team)``. If the team
+    did not form (``_pass_gate``), nothing is changed and
+    ``sync[_gate(n_team)]`` is at least ``_CLOSED``.
     """
-    n = order.shape[0]
-    n_groups = _n_groups(w0.shape[0])
+    zero = x.dtype.type(0)
     for t in prange(n_team):
         if not _pass_gate(sync, n_team, max_spins):
             continue
-        first, stop = t * n_groups // n_team, (t + 1) * n_groups // n_team
+        # This thread's views, made once: a view's reference count is an
+        # atomic that every thread taking one would contend for.
+        share, w0, n_units = _share(layer, t, n_team), layer.w0, layer.n_units
+        b1_own = b1.copy()
+        a1 = np.empty((b1.shape[0], batch_size), x.dtype)
+        d1 = np.empty_like(a1)
         m = min(batch_size, n)
-        for g in range(first, stop):
-            _group_first_forward(w0, b0, x, order, a0, g, m)
-            _group_partials(w1, a0, parts, g, m)
-        k = 1
-        _meet(sync, t, n_team, k)
+        _share_step(
+            share, w0, x, labels, order, 0, 0, m, zero, cost, d1, parts, 0, kt, n_units
+        )
+        _meet(sync, t, n_team, 1)
         for start in range(0, n, batch_size):
+            b = start // batch_size
             m = min(batch_size, n - start)
+            m_next = min(batch_size, n - start - m)
             c = x.dtype.type(eta / m)
-            if t == 0:
-                # _batch_head for one hidden layer.
-                _sum_partials(parts, b1, a1, m)
-                _output_delta(a1, labels, start, m, cost, d1)
-                _bias_update(b1, d1, m, c)
-            _meet(sync, t, n_team, k + 1)
-            rows = order[start : start + m]
-            rows_next = order[start + m : start + m + batch_size]
-            rows_after = order[start + m + batch_size : start + m + 2 * batch_size]
-            for g in range(first, stop):
-                _group_step(
-                    w0, b0, w1, a0, d0, d1, x,
-                    rows, m, c, rows_next, parts, rows_after, g,
-                )  # fmt: skip
-            _meet(sync, t, n_team, k + 2)
-            k += 2
+            # _batch_head for one hidden layer, on this thread's b1.
+            _sum_partials(parts, b % 2, b1_own, a1, m)
+            _output_delta(a1, labels, start, m, cost, d1, 0)
+            _bias_update(b1_own, d1, m, c)
+            _share_step(
+                share, w0, x, labels, order, start, m, m_next, c, cost, d1,
+                parts, (b + 1) % 2, kt, n_units,
+            )  # fmt: skip
+            _meet(sync, t, n_team, b + 2)
+        if t == 0:
+            b1[:] = b1_own
 
 
 @_jit
@@ -798,6 +844,59 @@ def _batch_gradients(weights, acts, deltas, grad_w, grad_b, xb, m):
             _layer_back(weights[l], acts[l - 1], d, deltas[l - 1], m, zero)
 
 
+def tile_width(n_in, batch_size, dtype):
+    """Return the columns of a tile, whole vectors.
+
+    As many as keep the tile's pixels of two batches in ``TILE_BYTES``,
+    and at least ``MIN_TILE_BYTES`` of a row, so that a tile's work
+    outweighs loading and storing its sums.
+    """
+    itemsize, lanes = np.dtype(dtype).itemsize, simd.lanes(dtype)
+    rows = 2 * -(-batch_size // GROUP) * GROUP
+    columns = max(TILE_BYTES // (rows * itemsize), MIN_TILE_BYTES // itemsize)
+    return min(columns // lanes, max(n_in // lanes, 1)) * lanes
+
+
+def _first_layer(net, batch_size, n_shares):
+    """Return the FirstLayer state of ``net`` for an epoch of ``n_shares`` shares."""
+    n_units, dtype = net.sizes[1], net.dtype
+    n_groups = -(-n_units // GROUP)
+    w0 = aligned_zeros((GROUP * n_groups, net.sizes[0]), dtype)
+    w0[:n_units] = net.weights[0]
+    lanes = simd.lanes(dtype)
+    share = GROUP * -(-n_groups // n_shares)
+    width = -(-share // lanes) * lanes
+    n_next = net.sizes[2] if len(net.sizes) > 2 else 0
+    b0 = aligned_zeros((n_shares, width), dtype)
+    w1 = aligned_zeros((n_shares, n_next, width), dtype)
+    for t, (j0, j1) in enumerate(_share_units(n_units, n_shares)):
+        b0[t, : j1 - j0] = net.biases[0][j0:j1]
+        if n_next:
+            w1[t, :, : j1 - j0] = net.weights[1][:, j0:j1]
+    batch = GROUP * -(-batch_size // GROUP)
+    a0 = aligned_zeros((n_shares, batch, width), dtype)
+    d0 = aligned_zeros((n_shares, batch, width), dtype)
+    acc = aligned_zeros((n_shares, share, batch, lanes), dtype)
+    return FirstLayer(w0, b0, w1, a0, d0, acc, n_units)
+
+
+def _share_units(n_units, n_shares):
+    """Return each share's first unit and stop among ``n_units`` units."""
+    n_groups = -(-n_units // GROUP)
+    bounds = [_share_groups(n_groups, t, n_shares) for t in range(n_shares)]
+    return [(GROUP * g0, min(GROUP * g1, n_units)) for g0, g1 in bounds]
+
+
+def _store_first_layer(net, layer):
+    """Copy the first layer's stepped parameters back into ``net``."""
+    n_shares = len(layer.b0)
+    net.weights[0][...] = layer.w0[: layer.n_units]
+    for t, (j0, j1) in enumerate(_share_units(layer.n_units, n_shares)):
+        net.biases[0][j0:j1] = layer.b0[t, : j1 - j0]
+        if len(net.weights) > 1:
+            net.weights[1][:, j0:j1] = layer.w1[t, :, : j1 - j0]
+
+
 class NumbaKernel(Kernel):
     """The whole epoch in ``@njit(parallel=True)`` code, split by hidden unit."""
 
@@ -820,30 +919,42 @@ class NumbaKernel(Kernel):
 
     def train_epoch(self, net, x, y, order, batch_size, eta, cost):
         """Run one epoch in compiled code; see :meth:`Kernel.train_epoch`."""
+        self._train(net, x, y, order, batch_size, eta, cost, team=len(net.weights) == 2)
+
+    def _train(self, net, x, y, order, batch_size, eta, cost, team):
+        """Run one epoch: one team of threads if ``team``, else a region a batch.
+
+        A team needs a net with one hidden layer; one that does not form
+        (its threads did not all run at once, as when this is called
+        inside another parallel region) changes nothing, and a region a
+        batch does the epoch instead.
+        """
         _check_arrays(net, x)
-        weights, biases, acts, deltas = self._buffers(net, batch_size)
-        order = np.ascontiguousarray(order, dtype=np.int64)
-        labels = np.ascontiguousarray(y[order], dtype=np.int64)
         code = costs.CODES[costs.check(cost)]
-        args = x, labels, order, batch_size, float(eta), code
-        if len(net.weights) == 2:
-            (w0, w1), (b0, b1) = net.weights, net.biases
-            (a0, a1), (d0, d1) = acts, deltas
-            parts = np.empty((_n_groups(len(w0)), len(w1), batch_size), net.dtype)
-            n_team = numba.get_num_threads()
-            sync = _team_sync(n_team)
+        n = len(order)
+        if n == 0:
+            return
+        order = np.asarray(order, dtype=np.int64)
+        labels = np.ascontiguousarray(y[order], dtype=np.int64)
+        # GROUP rows more, so that blocks of five samples always find rows.
+        order = np.concatenate([order, np.full(GROUP, order[-1])])
+        n_shares = numba.get_num_threads()
+        layer = _first_layer(net, batch_size, n_shares)
+        n_groups, n_next = len(layer.w0) // GROUP, layer.w1.shape[1]
+        parts = np.zeros((2, n_groups, n_next, batch_size), net.dtype)
+        args = x, labels, order, n, batch_size, float(eta), code, parts
+        kt = tile_width(x.shape[1], batch_size, x.dtype)
+        if team:
+            sync = _team_sync(n_shares)
             with _first_call_lock(("epoch_team", x.dtype)):
-                _epoch_team(
-                    w0, b0, w1, b1, a0, d0, a1, d1, *args,
-                    parts, n_team, sync, GATE_SPINS,
-                )  # fmt: skip
-            if sync[_gate(n_team)] == n_team:
+                _epoch_team(layer, net.biases[1], *args, n_shares, sync, GATE_SPINS, kt)
+            if sync[_gate(n_shares)] == n_shares:
+                _store_first_layer(net, layer)
                 return
-            # The team did not form (its threads did not all run at once,
-            # as when this is called inside another parallel region);
-            # nothing was changed, and a region a batch does the epoch.
+        weights, biases, acts, deltas = self._buffers(net, batch_size)
         with _first_call_lock(("epoch", x.dtype)):
-            _epoch(weights, biases, acts, deltas, *args)
+            _epoch(layer, weights, biases, acts, deltas, *args, n_shares, kt)
+        _store_first_layer(net, layer)
 
     def gradients(self, net, x, y, cost):
         """Return batch-mean gradients; see :meth:`Kernel.gradients`."""
@@ -859,7 +970,7 @@ class NumbaKernel(Kernel):
         with _first_call_lock(("gradients", x.dtype)):
             _first_forward(weights[0], biases[0], xb, order, acts[0], m)
             _forward_from(weights, biases, acts, 1, m)
-            _output_delta(acts[-1], labels, 0, m, code, deltas[-1])
+            _output_delta(acts[-1], labels, 0, m, code, deltas[-1], 0)
             _batch_gradients(weights, acts, deltas, grad_w, grad_b, xb, m)
         return [g / m for g in grad_w], [g / m for g in grad_b]
 
