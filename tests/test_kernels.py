@@ -255,15 +255,16 @@ def test_numba_team_that_cannot_form_changes_nothing():
     layer = nb._first_layer(net, 10, 2)
     before = [a.copy() for a in layer[:-1]]
     b1 = net.biases[1].copy()
-    parts = np.zeros((2, 2, 10, 10))
+    parts = np.zeros((2, 10, 10))
     order = np.arange(45) % 40
     sync = nb._team_sync(2)
+    sums = nb._chain_buffers(2, 10, 10, net.dtype)
     # A team of two on one thread: the first member waits for a second
     # that only comes after it, gives up, and the second finds the gate shut.
     with threads.limit(numba=1):
         nb._epoch_team(
             layer, b1, x, y.astype(np.int64), order, 40, 10, 3.0, 0, parts, 2, sync,
-            10_000, 8,
+            10_000, 8, sums,
         )  # fmt: skip
     assert sync[nb._gate(2)] == nb._CLOSED + 2
     for p, q in zip(layer[:-1] + (b1,), before + [net.biases[1]]):

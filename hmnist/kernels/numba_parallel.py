@@ -45,15 +45,18 @@ lanes up at the end of every tile. The training array and ``W0`` start on
 a cache line, so that no 64-byte load straddles two.
 
 A net with one hidden layer, the book's, runs the whole epoch as one
-parallel region (``_epoch_team``). The threads meet at a spin barrier
-once a batch (``_meet``: a counter per thread on its own cache line, read
-with acquire and written with release ordering), in place of a region's
-fork and join; each then runs layer 2 itself from every group's terms,
-which is less work than a second meeting. The barrier needs every
-thread of the team to run at once; a team that does not form (its
-threads run one after another, as inside another parallel region) is
-found at a gate before any work, and the epoch then runs a region a
-batch (``_epoch``), as deeper nets always do.
+parallel region (``_epoch_team``), with no fork and join a batch. Layer
+1's sums go from thread to thread instead (``_chain_sums``): thread 0
+adds its groups' terms to the bias, thread 1 waits for those sums
+(``_await``: a counter per thread on its own cache line, read with
+acquire and written with release ordering) and adds its own, and so on,
+in the order one thread would add them. Every thread then runs layer 2
+itself from the last thread's sums, which is less work than a second
+wait: 100 numbers cross between the cores a batch, not the 1,000 of the
+other share's terms. The team needs every thread to run at once; a team
+that does not form (its threads run one after another, as inside another
+parallel region) is found at a gate before any work, and the epoch then
+runs a region a batch (``_epoch``), as deeper nets always do.
 
 Each thread takes its views of the shared arrays once per epoch: taking a
 view counts a reference with an atomic add on the array's header, and
@@ -98,7 +101,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .. import atomics, costs, threads
-from ..arrays import aligned_zeros
+from ..arrays import CACHE_LINE, aligned_zeros
 from . import simd
 from .base import Kernel
 
@@ -318,15 +321,21 @@ def _axpy5(z, u, q):
 
 
 @_jit
-def _sum_partials(parts, p, b1, a1, m):
-    """Set ``a1[:, :m]`` to the sigmoid of ``b1`` plus ``parts[p]`` summed in order."""
+def _fold_partials(parts, g0, g1, sums, m):
+    """Add the groups' terms ``parts[g0:g1, :, :m]`` to ``sums[:, :m]``, in order."""
+    for g in range(g0, g1):
+        for i in range(parts.shape[1]):
+            for s in range(m):
+                sums[i, s] += parts[g, i, s]
+
+
+@_jit
+def _sum_partials(parts, b1, a1, m):
+    """Set ``a1[:, :m]`` to the sigmoid of ``b1`` plus every group's terms."""
     for i in range(a1.shape[0]):
         for s in range(m):
             a1[i, s] = b1[i]
-    for g in range(parts.shape[1]):
-        for i in range(a1.shape[0]):
-            for s in range(m):
-                a1[i, s] += parts[p, g, i, s]
+    _fold_partials(parts, 0, parts.shape[0], a1, m)
     _sigmoid_rows(a1, 0, a1.shape[0], m)
 
 
@@ -591,10 +600,10 @@ def _share_bias_step(b0, d0, m, c):
 
 
 @_jit
-def _share_partials(w1, a0, parts, p, g0, n, m):
-    """Set ``parts[p, g, :, :m]`` for the share's groups ``g``, from ``g0`` on.
+def _share_partials(w1, a0, parts, g0, n, m):
+    """Set ``parts[g, :, :m]`` for the share's groups ``g``, from ``g0`` on.
 
-    ``parts[p, g0 + h] = w1[:, u:u+5] @ a0[:m, u:u+5].T`` for the share's
+    ``parts[g0 + h] = w1[:, u:u+5] @ a0[:m, u:u+5].T`` for the share's
     group ``h`` (units ``u = 5 h``), shapes ``(n_1, 5) @ (5, m)``: group
     ``g0 + h``'s share of layer 1's sums.
     """
@@ -603,12 +612,12 @@ def _share_partials(w1, a0, parts, p, g0, n, m):
         for i in range(w1.shape[0]):
             w = _row5(w1, i, u)
             for s in range(m):
-                parts[p, g0 + h, i, s] = _dot5(w, _row5(a0, s, u))
+                parts[g0 + h, i, s] = _dot5(w, _row5(a0, s, u))
 
 
 @_jit
 def _share_step(
-    share, w0, x, labels, order, start, m, m_next, c, cost, d1, parts, p, kt, n_units
+    share, w0, x, labels, order, start, m, m_next, c, cost, d1, parts, kt, n_units
 ):
     """Finish the batch at ``start`` and start the next, for one share.
 
@@ -616,7 +625,7 @@ def _share_step(
     output layer's), the step of their columns of ``w1``, of ``b0`` and of
     their rows of ``w0`` with the batch's ``m`` samples, the next batch's
     ``m_next`` samples forward through the stepped rows, and the groups'
-    terms of its sums in layer 1, into ``parts[p]``. With ``m = 0`` the
+    terms of its sums in layer 1, into ``parts``. With ``m = 0`` the
     share only goes forward. ``order`` holds the epoch's sample order and
     GROUP more rows, so that blocks of five samples always find rows to
     read; the steps of the samples past ``m`` are zero.
@@ -637,35 +646,35 @@ def _share_step(
         w0, b0, x, order, start + m, _padded(m_next), acc, a0, j0, n, n_units
     )
     if w1.shape[0] > 0:
-        _share_partials(w1, a0, parts, p, j0 // GROUP, n, m_next)
+        _share_partials(w1, a0, parts, j0 // GROUP, n, m_next)
 
 
 @_jit_parallel
 def _first_layer_step(
-    layer, n_shares, x, labels, order, start, m, m_next, c, cost, d1, parts, p, kt
+    layer, n_shares, x, labels, order, start, m, m_next, c, cost, d1, parts, kt
 ):
     """Run ``_share_step`` for every share, shares over threads."""
     for t in prange(n_shares):
         _share_step(
             _share(layer, t, n_shares), layer.w0, x, labels, order, start, m,
-            m_next, c, cost, d1, parts, p, kt, layer.n_units,
+            m_next, c, cost, d1, parts, kt, layer.n_units,
         )  # fmt: skip
 
 
 @_jit
-def _batch_head(weights, biases, acts, deltas, labels, parts, p, start, m, cost, c):
+def _batch_head(weights, biases, acts, deltas, labels, parts, start, m, cost, c):
     """Run the serial part of the batch at ``start``, up to layer 1's error.
 
-    That is: layer 1's sums from the groups' terms ``parts[p]``, the
-    layers after it, the output error, and back to front the error,
-    columns and bias of every layer after the first; ``c`` is ``eta / m``.
+    That is: layer 1's sums from the groups' terms ``parts``, the layers
+    after it, the output error, and back to front the error, columns and
+    bias of every layer after the first; ``c`` is ``eta / m``.
     A net with no hidden layer has none of it: its output error is the
     first layer's, which ``_share_step`` takes.
     """
     n_layers = len(weights)
     if n_layers == 1:
         return
-    _sum_partials(parts, p, biases[1], acts[1], m)
+    _sum_partials(parts, biases[1], acts[1], m)
     _forward_from(weights, biases, acts, 2, m)
     _output_delta(acts[-1], labels, start, m, cost, deltas[-1], 0)
     # Layers after the first, back to front; their columns are updated
@@ -688,27 +697,22 @@ def _epoch(
     parameters only in ``layer``) and of their work arrays. ``order``
     holds the epoch's ``n`` sample indices and GROUP more; ``labels[t]``
     is the label of ``x[order[t]]``. ``parts`` holds the groups' terms of
-    layer 1's sums, one buffer for the batch and one for the next. See
-    NumbaKernel.train_epoch.
+    layer 1's sums. See NumbaKernel.train_epoch.
     """
     d1 = deltas[1] if len(weights) > 1 else deltas[0]
     zero = x.dtype.type(0)
     m = min(batch_size, n)
     _first_layer_step(
-        layer, n_shares, x, labels, order, 0, 0, m, zero, cost, d1, parts, 0, kt
+        layer, n_shares, x, labels, order, 0, 0, m, zero, cost, d1, parts, kt
     )
     for start in range(0, n, batch_size):
-        b = start // batch_size
         m = min(batch_size, n - start)
         m_next = min(batch_size, n - start - m)
         c = x.dtype.type(eta / m)
-        _batch_head(
-            weights, biases, acts, deltas, labels, parts, b % 2, start, m, cost, c
-        )
+        _batch_head(weights, biases, acts, deltas, labels, parts, start, m, cost, c)
         _first_layer_step(
-            layer, n_shares, x, labels, order, start, m, m_next, c, cost, d1,
-            parts, (b + 1) % 2, kt,
-        )  # fmt: skip
+            layer, n_shares, x, labels, order, start, m, m_next, c, cost, d1, parts, kt
+        )
 
 
 # A team's int64 sync array (``_team_sync``): thread t's count of meetings
@@ -761,33 +765,56 @@ def _pass_gate(sync, n_team, max_spins):
 
 
 @_jit
-def _meet(sync, t, n_team, k):
-    """Say that thread ``t`` has reached meeting ``k``; spin until all have."""
+def _signal(sync, t, k):
+    """Say that thread ``t`` has done step ``k``."""
     atomics.store(sync, _LINE * (t + 1), k)
-    for u in range(n_team):
-        while atomics.load(sync, _LINE * (u + 1)) < k:
-            atomics.pause()
+
+
+@_jit
+def _await(sync, t, k):
+    """Spin until thread ``t`` has done step ``k``."""
+    while atomics.load(sync, _LINE * (t + 1)) < k:
+        atomics.pause()
+
+
+@_jit
+def _chain_sums(sync, t, k, b1, before, mine, parts, g0, g1, m):
+    """Add share ``t``'s groups' terms to layer 1's running sums, in turn.
+
+    Thread 0 starts from the bias ``b1``; thread ``t > 0`` waits for
+    thread ``t - 1``'s sums of step ``k``, ``before``, and starts from
+    them. Each adds its groups ``g0:g1`` of ``parts`` into ``mine`` and
+    says it is done. The last thread's sums are layer 1's whole sums,
+    added group after group as on one thread.
+    """
+    if t > 0:
+        _await(sync, t - 1, k)
+    for i in range(mine.shape[0]):
+        for s in range(m):
+            mine[i, s] = before[i, s] if t > 0 else b1[i]
+    _fold_partials(parts, g0, g1, mine, m)
+    _signal(sync, t, k)
 
 
 @_jit_parallel
 def _epoch_team(
     layer, b1, x, labels, order, n, batch_size, eta, cost, parts, n_team, sync,
-    max_spins, kt,
+    max_spins, kt, sums,
 ):  # fmt: skip
     """Run an epoch of a net with one hidden layer in one parallel region.
 
     The same work as ``_epoch``, in the same order, by a team of
-    ``n_team`` threads that meet at a spin barrier (``_meet``) once a
-    batch. Thread ``t`` takes share ``t`` of the first layer's units, and
-    every thread runs the batch's layer 2 itself, from the groups' terms
-    of every share: 2,000 additions and a few hundred other operations at
-    the book's sizes, less than a second meeting would cost. Each keeps
-    its own copy of ``b1``, stepped alike, and thread 0's goes back into
-    ``b1`` at the end. The groups' terms of the next batch go to the
-    other buffer of ``parts``, so that no thread overwrites terms another
-    may still be reading. ``sync`` is ``_team_sync(n_team)``. If the team
-    did not form (``_pass_gate``), nothing is changed and
-    ``sync[_gate(n_team)]`` is at least ``_CLOSED``.
+    ``n_team`` threads. Thread ``t`` takes share ``t`` of the first
+    layer's units. Layer 1's sums go from thread to thread
+    (``_chain_sums``), each adding its groups' terms, in place of a
+    barrier: ``sums[t]`` holds thread ``t``'s running sums, 100 numbers
+    at the book's sizes where a barrier and the groups' terms would move
+    2,000 between the cores. Every thread then runs layer 2 itself from
+    the last thread's sums, on its own copy of ``b1``, stepped alike;
+    thread 0's goes back into ``b1`` at the end. ``sync`` is
+    ``_team_sync(n_team)``. If the team did not form (``_pass_gate``),
+    nothing is changed and ``sync[_gate(n_team)]`` is at least
+    ``_CLOSED``.
     """
     zero = x.dtype.type(0)
     for t in prange(n_team):
@@ -796,28 +823,34 @@ def _epoch_team(
         # This thread's views, made once: a view's reference count is an
         # atomic that every thread taking one would contend for.
         share, w0, n_units = _share(layer, t, n_team), layer.w0, layer.n_units
+        g0, g1 = share.j0 // GROUP, (share.j0 + share.n) // GROUP
+        before, mine, last = sums[max(t - 1, 0)], sums[t], sums[n_team - 1]
         b1_own = b1.copy()
         a1 = np.empty((b1.shape[0], batch_size), x.dtype)
         d1 = np.empty_like(a1)
         m = min(batch_size, n)
         _share_step(
-            share, w0, x, labels, order, 0, 0, m, zero, cost, d1, parts, 0, kt, n_units
+            share, w0, x, labels, order, 0, 0, m, zero, cost, d1, parts, kt, n_units
         )
-        _meet(sync, t, n_team, 1)
+        _chain_sums(sync, t, 1, b1_own, before, mine, parts, g0, g1, m)
         for start in range(0, n, batch_size):
-            b = start // batch_size
+            k = start // batch_size + 1
             m = min(batch_size, n - start)
             m_next = min(batch_size, n - start - m)
             c = x.dtype.type(eta / m)
             # _batch_head for one hidden layer, on this thread's b1.
-            _sum_partials(parts, b % 2, b1_own, a1, m)
+            _await(sync, n_team - 1, k)
+            for i in range(a1.shape[0]):
+                for s in range(m):
+                    a1[i, s] = last[i, s]
+            _sigmoid_rows(a1, 0, a1.shape[0], m)
             _output_delta(a1, labels, start, m, cost, d1, 0)
             _bias_update(b1_own, d1, m, c)
             _share_step(
                 share, w0, x, labels, order, start, m, m_next, c, cost, d1,
-                parts, (b + 1) % 2, kt, n_units,
+                parts, kt, n_units,
             )  # fmt: skip
-            _meet(sync, t, n_team, b + 2)
+            _chain_sums(sync, t, k + 1, b1_own, before, mine, parts, g0, g1, m_next)
         if t == 0:
             b1[:] = b1_own
 
@@ -887,6 +920,12 @@ def _share_units(n_units, n_shares):
     return [(GROUP * g0, min(GROUP * g1, n_units)) for g0, g1 in bounds]
 
 
+def _chain_buffers(n_team, n_next, batch_size, dtype):
+    """Return the team's running sums of layer 1, a block of whole cache lines each."""
+    per_line = CACHE_LINE // np.dtype(dtype).itemsize
+    return aligned_zeros((n_team, n_next, -(-batch_size // per_line) * per_line), dtype)
+
+
 def _store_first_layer(net, layer):
     """Copy the first layer's stepped parameters back into ``net``."""
     n_shares = len(layer.b0)
@@ -941,13 +980,16 @@ class NumbaKernel(Kernel):
         n_shares = numba.get_num_threads()
         layer = _first_layer(net, batch_size, n_shares)
         n_groups, n_next = len(layer.w0) // GROUP, layer.w1.shape[1]
-        parts = np.zeros((2, n_groups, n_next, batch_size), net.dtype)
+        parts = np.zeros((n_groups, n_next, batch_size), net.dtype)
         args = x, labels, order, n, batch_size, float(eta), code, parts
         kt = tile_width(x.shape[1], batch_size, x.dtype)
         if team:
             sync = _team_sync(n_shares)
             with _first_call_lock(("epoch_team", x.dtype)):
-                _epoch_team(layer, net.biases[1], *args, n_shares, sync, GATE_SPINS, kt)
+                _epoch_team(
+                    layer, net.biases[1], *args, n_shares, sync, GATE_SPINS, kt,
+                    _chain_buffers(n_shares, n_next, batch_size, net.dtype),
+                )  # fmt: skip
             if sync[_gate(n_shares)] == n_shares:
                 _store_first_layer(net, layer)
                 return
