@@ -486,15 +486,22 @@ def _forward_block(w0, x, r, acc, j, u, s, k0, k1):
 
 
 @_jit
-def _prefetch_tile(x, order, first, m, i0, step, k0, k1):
-    """Prefetch columns ``k0:k1`` of samples ``i0, i0 + step, ...`` below ``m``.
+def _prefetch_tile(x, order, first, m, part, n_parts, k0, k1):
+    """Prefetch part ``part`` of ``n_parts`` of columns ``k0:k1`` of ``m`` samples.
 
-    Sample ``i`` is row ``x[order[first + i]]``; a prefetch a cache line.
+    Sample ``i`` is row ``x[order[first + i]]``; the tile's cache lines are
+    cut into ``n_parts`` runs, and run ``part`` of every sample's row is
+    prefetched, a few lines of each row rather than many of one.
     """
     per_line = 64 // x.itemsize
-    for i in range(i0, m, step):
-        for k in range(k0, k1, per_line):
-            _prefetch(x, order[first + i], k)
+    n_lines = (k1 - k0 + per_line - 1) // per_line
+    per_part = (n_lines + n_parts - 1) // n_parts
+    start = k0 + part * per_part * per_line
+    stop = min(start + per_part * per_line, k1)
+    for i in range(m):
+        row = order[first + i]
+        for k in range(start, stop, per_line):
+            _prefetch(x, row, k)
 
 
 @_jit
@@ -506,7 +513,7 @@ def _share_sweeps(w0, x, order, start, m, d0, c, m_next, m_after, acc, j0, n, kt
     Tile by tile of ``kt`` columns, each group of five rows is stepped
     with the batch and goes forward for the next batch while the tile's
     pixels of both batches stay in L1 (``TILE_BYTES``), and prefetches
-    its share of the tile of the batch after. The columns past the last
+    its part of the tile of the batch after. The columns past the last
     whole vector are stepped at the end and summed in ``_share_outputs``.
     """
     n_in = w0.shape[1]
