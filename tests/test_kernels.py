@@ -197,8 +197,9 @@ def test_mnist_epoch_matches_loop(mnist_shaped, name, dtype, sizes, batch_size):
 @pytest.mark.skipif(
     threads.max_numba_threads() < 2, reason="Numba's pool has a single thread"
 )
+# [784, 5, 10] is one group of units: on two threads, one share is empty.
 @pytest.mark.parametrize(
-    "sizes", [[784, 30, 10], [784, 33, 10], [784, 40, 24, 10], [784, 10]]
+    "sizes", [[784, 30, 10], [784, 33, 10], [784, 40, 24, 10], [784, 10], [784, 5, 10]]
 )
 def test_numba_same_bits_on_one_and_two_threads(mnist_shaped, sizes):
     x, y, _ = mnist_shaped
