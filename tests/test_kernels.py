@@ -256,10 +256,10 @@ def test_numba_team_that_cannot_form_changes_nothing():
     layer = nb._first_layer(net, 10, 2)
     before = [a.copy() for a in layer[:-1]]
     b1 = net.biases[1].copy()
-    parts = np.zeros((2, 10, 10))
+    parts = nb._line_blocks(2, 10, 10, net.dtype)
     order = np.arange(45) % 40
     sync = nb._team_sync(2)
-    sums = nb._chain_buffers(2, 10, 10, net.dtype)
+    sums = nb._line_blocks(2, 10, 10, net.dtype)
     # A team of two on one thread: the first member waits for a second
     # that only comes after it, gives up, and the second finds the gate shut.
     with threads.limit(numba=1):

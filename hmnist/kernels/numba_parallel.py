@@ -356,14 +356,17 @@ def _forward_from(weights, biases, acts, first, m):
 # threads write to one line: ``b0[t]`` ``(width,)`` the share's biases;
 # ``w1[t]`` ``(n_1, width)`` its columns of the next layer's weights (no
 # rows without one); ``a0[t]``, ``d0[t]`` ``(batch, width)`` its units'
-# outputs and errors, sample by sample; ``acc[t]`` ``(units, batch,
-# lanes)`` their vector sums. ``width`` is the share's units rounded up
-# to whole vectors, the padding zero. ``n_units`` is the layer's width.
-FirstLayer = namedtuple("FirstLayer", "w0 b0 w1 a0 d0 acc n_units")
+# outputs and errors, sample by sample, and ``a0t[t]`` the outputs unit
+# by unit, ``(width, batch)`` with ``batch`` rounded up to whole vectors;
+# ``acc[t]`` ``(units, batch, lanes)`` their vector sums. ``width`` is
+# the share's units rounded up to whole vectors and ``batch`` the batch's
+# samples to whole blocks of five, the padding zero. ``n_units`` is the
+# layer's width.
+FirstLayer = namedtuple("FirstLayer", "w0 b0 w1 a0 a0t d0 acc n_units")
 
 # Share ``t`` of a FirstLayer: views of its blocks, its first unit ``j0``
 # and its number of units ``n``, whole groups.
-Share = namedtuple("Share", "b0 w1 a0 d0 acc j0 n")
+Share = namedtuple("Share", "b0 w1 a0 a0t d0 acc j0 n")
 
 
 @_jit
@@ -377,7 +380,7 @@ def _share(layer, t, n_shares):
     """Return share ``t`` of ``n_shares`` of the FirstLayer ``layer``."""
     g0, g1 = _share_groups(layer.w0.shape[0] // GROUP, t, n_shares)
     return Share(
-        layer.b0[t], layer.w1[t], layer.a0[t], layer.d0[t], layer.acc[t],
+        layer.b0[t], layer.w1[t], layer.a0[t], layer.a0t[t], layer.d0[t], layer.acc[t],
         GROUP * g0, GROUP * (g1 - g0),
     )  # fmt: skip
 
@@ -545,14 +548,14 @@ def _sigmoid_vectors(a, s):
 
 
 @_jit
-def _share_outputs(w0, b0, x, order, first, m, acc, a0, j0, n, n_units):
+def _share_outputs(w0, b0, x, order, first, m, acc, a0, a0t, j0, n, n_units):
     """Set ``a0[:m]``, the share's outputs for samples ``first`` on of ``order``.
 
     Each sum is the bias, the sum of its vector's lanes from
     ``_share_sweeps`` and the columns past the last whole vector. Every
     unit's sigmoid takes the vector path, whatever its place in the
     share, so that results do not depend on how units are shared; the
-    padding units' outputs are zero.
+    padding units' outputs are zero. ``a0t`` gets them unit by unit.
     """
     n_in = w0.shape[1]
     n_vec = n_in - n_in % simd.lanes(w0.dtype)
@@ -569,6 +572,8 @@ def _share_outputs(w0, b0, x, order, first, m, acc, a0, j0, n, n_units):
         _sigmoid_vectors(a0, s)
         for u in range(n_real, a0.shape[1]):
             a0[s, u] = 0
+        for u in range(n):
+            a0t[u, s] = a0[s, u]
 
 
 @_jit
@@ -607,19 +612,20 @@ def _share_bias_step(b0, d0, m, c):
 
 
 @_jit
-def _share_partials(w1, a0, parts, g0, n, m):
+def _share_partials(w1, a0t, parts, g0, n, m):
     """Set ``parts[g, :, :m]`` for the share's groups ``g``, from ``g0`` on.
 
-    ``parts[g0 + h] = w1[:, u:u+5] @ a0[:m, u:u+5].T`` for the share's
+    ``parts[g0 + h] = w1[:, u:u+5] @ a0t[u:u+5, :m]`` for the share's
     group ``h`` (units ``u = 5 h``), shapes ``(n_1, 5) @ (5, m)``: group
-    ``g0 + h``'s share of layer 1's sums.
+    ``g0 + h``'s share of layer 1's sums, a vector of samples at a time.
     """
+    lanes = simd.lanes(a0t.dtype)
     for h in range(n // GROUP):
         u = GROUP * h
-        for i in range(w1.shape[0]):
-            w = _row5(w1, i, u)
-            for s in range(m):
-                parts[g0 + h, i, s] = _dot5(w, _row5(a0, s, u))
+        for s in range(0, m, lanes):
+            a = _load5(a0t, (u, u + 1, u + 2, u + 3, u + 4), s)
+            for i in range(w1.shape[0]):
+                simd.store(_dot5(_row5(w1, i, u), a), parts, g0 + h, i, s)
 
 
 @_jit
@@ -637,7 +643,7 @@ def _share_step(
     GROUP more rows, so that blocks of five samples always find rows to
     read; the steps of the samples past ``m`` are zero.
     """
-    b0, w1, a0, d0, acc, j0, n = share
+    b0, w1, a0, a0t, d0, acc, j0, n = share
     if m > 0:
         if w1.shape[0] > 0:
             _share_error(w1, d1, a0, d0, m, c)
@@ -650,10 +656,10 @@ def _share_step(
     m_after = min(m_next, order.shape[0] - GROUP - start - m - m_next)
     _share_sweeps(w0, x, order, start, m, d0, c, m_next, m_after, acc, j0, n, kt)
     _share_outputs(
-        w0, b0, x, order, start + m, _padded(m_next), acc, a0, j0, n, n_units
+        w0, b0, x, order, start + m, _padded(m_next), acc, a0, a0t, j0, n, n_units
     )
     if w1.shape[0] > 0:
-        _share_partials(w1, a0, parts, j0 // GROUP, n, m_next)
+        _share_partials(w1, a0t, parts, j0 // GROUP, n, m_next)
 
 
 @_jit_parallel
@@ -915,9 +921,10 @@ def _first_layer(net, batch_size, n_shares):
             w1[t, :, : j1 - j0] = net.weights[1][:, j0:j1]
     batch = GROUP * -(-batch_size // GROUP)
     a0 = aligned_zeros((n_shares, batch, width), dtype)
+    a0t = aligned_zeros((n_shares, width, _round_up(batch, lanes)), dtype)
     d0 = aligned_zeros((n_shares, batch, width), dtype)
     acc = aligned_zeros((n_shares, share, batch, lanes), dtype)
-    return FirstLayer(w0, b0, w1, a0, d0, acc, n_units)
+    return FirstLayer(w0, b0, w1, a0, a0t, d0, acc, n_units)
 
 
 def _share_units(n_units, n_shares):
@@ -927,10 +934,21 @@ def _share_units(n_units, n_shares):
     return [(GROUP * g0, min(GROUP * g1, n_units)) for g0, g1 in bounds]
 
 
-def _chain_buffers(n_team, n_next, batch_size, dtype):
-    """Return the team's running sums of layer 1, a block of whole cache lines each."""
+def _line_blocks(n_blocks, n_next, batch_size, dtype):
+    """Return ``n_blocks`` zero ``(n_next, batch)`` blocks, rows of whole lines.
+
+    ``batch`` is ``batch_size`` rounded up to a cache line of numbers, a
+    vector: the groups' terms of layer 1's sums and the team's running
+    sums go a vector of samples at a time, and no thread's block shares
+    a cache line with another's.
+    """
     per_line = CACHE_LINE // np.dtype(dtype).itemsize
-    return aligned_zeros((n_team, n_next, -(-batch_size // per_line) * per_line), dtype)
+    return aligned_zeros((n_blocks, n_next, _round_up(batch_size, per_line)), dtype)
+
+
+def _round_up(n, step):
+    """Return ``n`` rounded up to a multiple of ``step``."""
+    return -(-n // step) * step
 
 
 def _store_first_layer(net, layer):
@@ -987,7 +1005,7 @@ class NumbaKernel(Kernel):
         n_shares = numba.get_num_threads()
         layer = _first_layer(net, batch_size, n_shares)
         n_groups, n_next = len(layer.w0) // GROUP, layer.w1.shape[1]
-        parts = np.zeros((n_groups, n_next, batch_size), net.dtype)
+        parts = _line_blocks(n_groups, n_next, batch_size, net.dtype)
         args = x, labels, order, n, batch_size, float(eta), code, parts
         kt = tile_width(x.shape[1], batch_size, x.dtype)
         if team:
@@ -995,7 +1013,7 @@ class NumbaKernel(Kernel):
             with _first_call_lock(("epoch_team", x.dtype)):
                 _epoch_team(
                     layer, net.biases[1], *args, n_shares, sync, GATE_SPINS, kt,
-                    _chain_buffers(n_shares, n_next, batch_size, net.dtype),
+                    _line_blocks(n_shares, n_next, batch_size, net.dtype),
                 )  # fmt: skip
             if sync[_gate(n_shares)] == n_shares:
                 _store_first_layer(net, layer)
