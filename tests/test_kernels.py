@@ -354,3 +354,38 @@ def test_numba_without_vector_exp_matches_loop(tmp_path):
         env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
+
+
+BOUNDSCHECK_RUN = """
+import numpy as np
+from hmnist import kernels, threads
+from hmnist.network import Network
+rng = np.random.default_rng(0)
+cases = [([784, 33, 10], 7, "float64"), ([784, 33, 10], 7, "float32"),
+         ([50, 12, 10], 3, "float64"), ([784, 5, 10], 10, "float32"),
+         ([784, 10], 10, "float64"), ([784, 40, 24, 10], 10, "float64")]
+for sizes, batch_size, dtype in cases:
+    x = rng.random((53, sizes[0])).astype(dtype)
+    y = rng.integers(0, sizes[-1], 53)
+    order = rng.permutation(53)
+    args = x, y, order, batch_size, 3.0, "quadratic"
+    for n_threads in (1, 2):
+        want, net = Network(sizes, dtype=dtype), Network(sizes, dtype=dtype)
+        kernels.get("loop").train_epoch(want, *args)
+        with threads.limit(numba=n_threads):
+            kernels.get("numba").train_epoch(net, *args)
+        for p, q in zip(net.weights + net.biases, want.weights + want.biases):
+            np.testing.assert_allclose(p, q, rtol=1e-4, atol=1e-5)
+"""
+
+
+def test_numba_indexes_stay_in_bounds(tmp_path):
+    # Numba checks no index unless told to: an index past an array's end
+    # reads or writes whatever lies there. With NUMBA_BOUNDSCHECK=1 one
+    # raises IndexError; the cases pad units, samples and columns.
+    env = {**os.environ, "NUMBA_BOUNDSCHECK": "1", "NUMBA_CACHE_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", BOUNDSCHECK_RUN],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
