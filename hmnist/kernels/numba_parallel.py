@@ -126,7 +126,8 @@ MIN_TILE_BYTES = 1024
 
 _jit = njit(cache=True, fastmath=_FLAGS)
 _jit_parallel = njit(cache=True, fastmath=_FLAGS, parallel=True)
-# For the blocks of a sweep: a call costs more than a short tile's work.
+# For the blocks of a sweep, inlined into the loop over a tile's groups:
+# called, the kernel took 1.06x the time (paired epochs, 2 threads).
 _jit_inline = njit(cache=True, fastmath=_FLAGS, inline="always")
 
 
