@@ -23,12 +23,12 @@ bias and their columns ``W1[:, j]``. For its units a thread
    and their terms ``W1[:, j:j+5] A0[j:j+5]`` of layer 1's sums, a group
    at a time (``_share_partials``).
 
-No thread writes what another reads but those terms, which are added in
-a fixed order, so there are no locks and the weights do not depend on
-the number of threads. The sequence of updates is exactly SGD's: batch
-``t + 1`` goes forward only through weights that batch ``t`` has stepped.
-What stays serial per batch is small: adding the groups' terms, the
-layers after layer 1 and the output error.
+No thread writes what another reads but layer 1's sums, which are added
+group after group in a fixed order, so there are no locks and the
+weights do not depend on the number of threads. The sequence of updates
+is exactly SGD's: batch ``t + 1`` goes forward only through weights that
+batch ``t`` has stepped. What stays serial per batch is small: adding
+the groups' terms, the layers after layer 1 and the output error.
 
 Step 2 is nearly all of the work, two multiply-adds per weight and sample,
 and it is written for the cache and the registers. The rows go in tiles
@@ -64,8 +64,8 @@ threads that take views of one array every batch contend for that
 header's cache line.
 
 The batch after next is not yet in cache: its rows lie anywhere in the
-training array. Each group prefetches its share of them, a tile's
-columns at a time, so that the loads are spread over the sweeps.
+training array. In each tile, each group prefetches a few cache lines of
+every one of its rows, so that the loads are spread over the sweeps.
 
 The sigmoid takes a whole vector at a time: Numba's ``exp`` is scalar
 (the llvmlite wheels have no SVML), so ``simd.exp`` calls glibc's vector
@@ -729,8 +729,8 @@ def _epoch(
         )
 
 
-# A team's int64 sync array (``_team_sync``): thread t's count of meetings
-# in slot _LINE * (t + 1), then the gate's count. The slots are 64 bytes
+# A team's int64 sync array (``_team_sync``): thread t's count of steps
+# done in slot _LINE * (t + 1), then the gate's count. The slots are 64 bytes
 # apart and away from the array's ends, so that none shares a cache line
 # with another or with other data.
 _LINE = 8
@@ -822,10 +822,10 @@ def _epoch_team(
     layer's units. Layer 1's sums go from thread to thread
     (``_chain_sums``), each adding its groups' terms, in place of a
     barrier: ``sums[t]`` holds thread ``t``'s running sums, 100 numbers
-    at the book's sizes where a barrier and the groups' terms would move
-    2,000 between the cores. Every thread then runs layer 2 itself from
-    the last thread's sums, on its own copy of ``b1``, stepped alike;
-    thread 0's goes back into ``b1`` at the end. ``sync`` is
+    at the book's sizes, where a barrier and the other share's terms
+    would move 1,000 between the cores. Every thread then runs layer 2
+    itself from the last thread's sums, on its own copy of ``b1``,
+    stepped alike; thread 0's goes back into ``b1`` at the end. ``sync`` is
     ``_team_sync(n_team)``. If the team did not form (``_pass_gate``),
     nothing is changed and ``sync[_gate(n_team)]`` is at least
     ``_CLOSED``.
