@@ -69,8 +69,9 @@ every one of its rows, so that the loads are spread over the sweeps.
 
 The sigmoid takes a whole vector at a time: Numba's ``exp`` is scalar
 (the llvmlite wheels have no SVML), so ``simd.exp`` calls glibc's vector
-``exp`` (libmvec), about five times faster. Every unit of the first layer
-takes that path, wherever it sits in its share.
+``exp`` (libmvec): a sigmoid took 0.82 against 4.3 ns in float64 and
+0.31 against 3.3 ns in float32. Every unit of the first layer takes that
+path, wherever it sits in its share.
 
 Units are padded to whole groups and samples to whole blocks of five:
 the padding units' outputs are zero and the padding samples' steps are
