@@ -304,6 +304,23 @@ def test_numba_rejects_samples_it_cannot_use(x):
         )
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("batch_size", [1, 7, 10, 20, 100, 1000])
+@pytest.mark.parametrize("n_in", [784, 12, 3])
+def test_numba_tiles_are_whole_vectors_that_fit(n_in, batch_size, dtype):
+    from hmnist.kernels import numba_parallel as nb
+    from hmnist.kernels import simd
+
+    kt = nb.tile_width(n_in, batch_size, dtype)
+    lanes, itemsize = simd.lanes(dtype), np.dtype(dtype).itemsize
+    assert kt % lanes == 0 and kt >= lanes
+    assert kt <= max(n_in - n_in % lanes, lanes)
+    two_batches = 2 * -(-batch_size // nb.GROUP) * nb.GROUP * itemsize
+    if n_in == 784 and two_batches * kt > nb.TILE_BYTES:
+        # Batches too large for L1 at any useful width: long tiles.
+        assert kt * itemsize == nb.LONG_TILE_BYTES
+
+
 # ----------------------------------------------------------------------------
 # The numba kernel's sigmoid: glibc's vector exp where the CPU has one
 
