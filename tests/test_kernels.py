@@ -363,14 +363,19 @@ for p, q in zip(net.weights + net.biases, want.weights + want.biases):
 """
 
 
-def test_numba_without_vector_exp_matches_loop(tmp_path):
-    # Compiling for a generic CPU turns libmvec off: the scalar path alone.
-    env = {**os.environ, "NUMBA_CPU_NAME": "generic", "NUMBA_CACHE_DIR": str(tmp_path)}
+def run_with_fresh_numba(tmp_path, script, **env):
+    """Run ``script`` in a child Python with ``env`` and an empty Numba cache."""
     done = subprocess.run(
-        [sys.executable, "-c", SCALAR_EXP_RUN],
-        env=env, capture_output=True, text=True, timeout=300,
+        [sys.executable, "-c", script],
+        env={**os.environ, **env, "NUMBA_CACHE_DIR": str(tmp_path)},
+        capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
+
+
+def test_numba_without_vector_exp_matches_loop(tmp_path):
+    # Compiling for a generic CPU turns libmvec off: the scalar path alone.
+    run_with_fresh_numba(tmp_path, SCALAR_EXP_RUN, NUMBA_CPU_NAME="generic")
 
 
 BOUNDSCHECK_RUN = """
@@ -400,9 +405,4 @@ def test_numba_indexes_stay_in_bounds(tmp_path):
     # Numba checks no index unless told to: an index past an array's end
     # reads or writes whatever lies there. With NUMBA_BOUNDSCHECK=1 one
     # raises IndexError; the cases pad units, samples and columns.
-    env = {**os.environ, "NUMBA_BOUNDSCHECK": "1", "NUMBA_CACHE_DIR": str(tmp_path)}
-    done = subprocess.run(
-        [sys.executable, "-c", BOUNDSCHECK_RUN],
-        env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    run_with_fresh_numba(tmp_path, BOUNDSCHECK_RUN, NUMBA_BOUNDSCHECK="1")
