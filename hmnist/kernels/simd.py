@@ -4,9 +4,9 @@ Numba vectorises loops on its own, but only a loop's innermost level, and
 it sums a vector of partial results back into one number wherever that
 loop ends. The ``numba`` kernel needs sums that stay in registers across
 tiles of a matrix row, so it writes its vectors out: ``load`` a vector
-from a 1-D array, do arithmetic on it with ``+ - * /`` (a number on either
-side is spread over the lanes), ``store`` it back, and ``hsum`` its lanes
-at the end. Multiplies and adds may be fused into one instruction, as
+from along an array's last axis, do arithmetic on it with ``+ - * /`` (a
+number on either side is spread over the lanes), ``store`` it back, and
+``hsum`` its lanes at the end. Multiplies and adds may be fused into one instruction, as
 the kernel's ``contract`` fast-math flag allows elsewhere.
 
 A vector is as wide as the CPU's widest register: ``LANE_BYTES`` is 64
