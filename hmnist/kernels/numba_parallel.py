@@ -165,12 +165,18 @@ def _sigmoid(z):
 
 
 @_jit
+def _sigmoid_vector(z):
+    """Return the logistic function of each lane of the vector ``z``."""
+    return 1 / (1 + simd.exp(-z))
+
+
+@_jit
 def _sigmoid_run(v, start, stop):
     """Replace ``v[start:stop]`` of a 1-D array by its sigmoid, a vector at a time."""
     lanes = simd.lanes(v.dtype)
     i = start
     while i + lanes <= stop:
-        simd.store(1 / (1 + simd.exp(-simd.load(v, i))), v, i)
+        simd.store(_sigmoid_vector(simd.load(v, i)), v, i)
         i += lanes
     for t in range(i, stop):
         v[t] = _sigmoid(v[t])
@@ -392,12 +398,6 @@ def _share(layer, t, n_shares):
 
 
 @_jit
-def _padded(m):
-    """Return ``m`` rounded up to whole blocks of GROUP samples."""
-    return (m + GROUP - 1) // GROUP * GROUP
-
-
-@_jit
 def _row5(a, i, j):
     """Return ``a[i, j]`` to ``a[i, j + 4]`` as a tuple."""
     return a[i, j], a[i, j + 1], a[i, j + 2], a[i, j + 3], a[i, j + 4]
@@ -531,10 +531,10 @@ def _share_sweeps(w0, x, order, start, m, d0, c, m_next, m_after, acc, j0, n, kt
     for k0 in range(0, n_vec, kt):
         k1 = min(k0 + kt, n_vec)
         for u in range(0, n, GROUP):
-            for s in range(0, _padded(m), GROUP):
+            for s in range(0, _round_up(m, GROUP), GROUP):
                 r = _take5(order, start + s)
                 _update_block(w0, x, r, d0, c, j0 + u, u, s, k0, k1)
-            for s in range(0, _padded(m_next), GROUP):
+            for s in range(0, _round_up(m_next, GROUP), GROUP):
                 r = _take5(order, start + m + s)
                 _forward_block(w0, x, r, acc, j0 + u, u, s, k0, k1)
             _prefetch_tile(x, order, after, m_after, u // GROUP, n // GROUP, k0, k1)
@@ -550,7 +550,7 @@ def _share_sweeps(w0, x, order, start, m, d0, c, m_next, m_after, acc, j0, n, kt
 def _sigmoid_vectors(a, s):
     """Replace row ``a[s]`` by its sigmoid, vector by vector; rows are whole vectors."""
     for u in range(0, a.shape[1], simd.lanes(a.dtype)):
-        simd.store(1 / (1 + simd.exp(-simd.load(a, s, u))), a, s, u)
+        simd.store(_sigmoid_vector(simd.load(a, s, u)), a, s, u)
 
 
 @_jit
@@ -661,9 +661,8 @@ def _share_step(
         _share_bias_step(b0, d0, m, c)
     m_after = min(m_next, order.shape[0] - GROUP - start - m - m_next)
     _share_sweeps(w0, x, order, start, m, d0, c, m_next, m_after, acc, j0, n, kt)
-    _share_outputs(
-        w0, b0, x, order, start + m, _padded(m_next), acc, a0, a0t, j0, n, n_units
-    )
+    m_rows = _round_up(m_next, GROUP)
+    _share_outputs(w0, b0, x, order, start + m, m_rows, acc, a0, a0t, j0, n, n_units)
     if w1.shape[0] > 0:
         _share_partials(w1, a0t, parts, j0 // GROUP, n, m_next)
 
@@ -955,9 +954,10 @@ def _line_blocks(n_blocks, n_next, batch_size, dtype):
     return aligned_zeros((n_blocks, n_next, _round_up(batch_size, per_line)), dtype)
 
 
+@_jit
 def _round_up(n, step):
     """Return ``n`` rounded up to a multiple of ``step``."""
-    return -(-n // step) * step
+    return (n + step - 1) // step * step
 
 
 def _store_first_layer(net, layer):
